@@ -1,0 +1,409 @@
+//! `file://`: Flink's local recoverable writer, made exact.
+//!
+//! A file is staged in a hidden `.<name>.inprogress.<uuid>` beside its
+//! target. Persist flushes and fsyncs; Recover checks the temp file still
+//! holds the handle's bytes (length and CRC32C) and truncates it to the
+//! handle's position; Commit hard-links the temp file to the target, which
+//! never replaces an existing file, unlinks the temp name and fsyncs the
+//! directory. Targets are confined to configured roots.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Read, Write};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::{Backend, BackendCapabilities, StagedWriter, Staging, expect_staging};
+use crate::error::{Error, Result};
+use crate::location::Location;
+use crate::proto::{FileStaging, HandleBody};
+
+/// Writes smaller than this are gathered before they reach the kernel.
+const WRITE_BUFFER: usize = 1024 * 1024;
+
+/// The `file://` backend.
+pub struct FileBackend {
+    /// Canonical directories every target must lie under.
+    roots: Vec<PathBuf>,
+}
+
+impl FileBackend {
+    /// Creates the roots when missing and resolves them.
+    pub fn new(roots: &[PathBuf]) -> Result<FileBackend> {
+        let mut canonical = Vec::new();
+        for root in roots {
+            fs::create_dir_all(root).map_err(|e| {
+                Error::InvalidArgument(format!("cannot create file root {}: {e}", root.display()))
+            })?;
+            canonical.push(fs::canonicalize(root).map_err(|e| {
+                Error::InvalidArgument(format!("cannot resolve file root {}: {e}", root.display()))
+            })?);
+        }
+        Ok(FileBackend { roots: canonical })
+    }
+
+    pub fn roots(&self) -> &[PathBuf] {
+        &self.roots
+    }
+
+    /// The local path of `target`, refused unless it lies under a root.
+    fn local_path(&self, target: &Location) -> Result<PathBuf> {
+        let path = Path::new("/").join(&target.path);
+        if path
+            .components()
+            .any(|c| !matches!(c, Component::RootDir | Component::Normal(_)))
+        {
+            return Err(Error::InvalidArgument(format!(
+                "{target}: not a plain absolute path"
+            )));
+        }
+        if !self.roots.iter().any(|root| path.starts_with(root)) {
+            return Err(self.outside_roots(target));
+        }
+        Ok(path)
+    }
+
+    fn outside_roots(&self, target: &Location) -> Error {
+        let roots: Vec<String> = self.roots.iter().map(|r| r.display().to_string()).collect();
+        Error::PermissionDenied(format!(
+            "{target} lies outside the allowed file roots ({}); write under one of them or add a root with fs.file.allowed-roots",
+            roots.join(", ")
+        ))
+    }
+
+    /// Creates the target's directory and checks that, with symlinks
+    /// resolved, it still lies under a root.
+    fn prepare_parent(&self, target: &Location, path: &Path) -> Result<PathBuf> {
+        let parent = path.parent().expect("a target has a parent directory");
+        fs::create_dir_all(parent)
+            .map_err(|e| io_error(e, &format!("creating {}", parent.display())))?;
+        let real = fs::canonicalize(parent)
+            .map_err(|e| io_error(e, &format!("resolving {}", parent.display())))?;
+        if !self.roots.iter().any(|root| real.starts_with(root)) {
+            return Err(self.outside_roots(target));
+        }
+        Ok(real)
+    }
+}
+
+#[async_trait]
+impl Backend for FileBackend {
+    fn capabilities(&self) -> BackendCapabilities {
+        BackendCapabilities {
+            supports_resume: true,
+            requires_cleanup: false,
+            min_part_size: 0,
+            max_concurrent_uploads: 0,
+            survives_restart: true,
+        }
+    }
+
+    fn check_target(&self, target: &Location) -> Result<()> {
+        self.local_path(target).map(drop)
+    }
+
+    async fn open(&self, target: &Location) -> Result<Box<dyn StagedWriter>> {
+        let path = self.local_path(target)?;
+        let parent = self.prepare_parent(target, &path)?;
+        let name = target.file_name().to_string();
+        let writer = tokio::task::spawn_blocking(move || -> Result<FileWriter> {
+            let temp = parent.join(format!(".{name}.inprogress.{}", uuid::Uuid::new_v4()));
+            let file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&temp)
+                .map_err(|e| io_error(e, &format!("creating {}", temp.display())))?;
+            Ok(FileWriter::new(temp, file))
+        })
+        .await??;
+        Ok(Box::new(writer))
+    }
+
+    async fn recover(
+        &self,
+        _target: &Location,
+        handle: &HandleBody,
+    ) -> Result<Box<dyn StagedWriter>> {
+        let staging = expect_staging(handle, file_staging)?;
+        let temp = PathBuf::from(&staging.temp_path);
+        let (position, crc) = (handle.position, handle.crc32c);
+        let writer = tokio::task::spawn_blocking(move || -> Result<FileWriter> {
+            let mut file = match OpenOptions::new().read(true).write(true).open(&temp) {
+                Ok(f) => f,
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    return Err(Error::FailedPrecondition(format!(
+                        "cannot recover: the staged file {} is gone (committed, aborted before any persist, or removed); restart this file from your source",
+                        temp.display()
+                    )));
+                }
+                Err(e) => return Err(io_error(e, &format!("opening {}", temp.display()))),
+            };
+            let len = file.metadata().map_err(|e| io_error(e, "reading metadata"))?.len();
+            if len < position {
+                return Err(Error::FailedPrecondition(format!(
+                    "cannot recover: the staged file {} holds {len} bytes, fewer than the handle's {position} (a later recovery truncated it)",
+                    temp.display()
+                )));
+            }
+            let actual = crc_of_prefix(&mut file, position).map_err(|e| io_error(e, "reading the staged file"))?;
+            if actual != crc {
+                return Err(Error::FailedPrecondition(format!(
+                    "cannot recover: the first {position} bytes of {} changed since the handle was taken (CRC32C {actual:08x}, handle {crc:08x}); an earlier recovery rewrote them",
+                    temp.display()
+                )));
+            }
+            file.set_len(position).map_err(|e| io_error(e, "truncating the staged file"))?;
+            file.sync_all().map_err(|e| io_error(e, "syncing the staged file"))?;
+            drop(file);
+            let file = OpenOptions::new()
+                .append(true)
+                .open(&temp)
+                .map_err(|e| io_error(e, &format!("reopening {}", temp.display())))?;
+            Ok(FileWriter::new(temp, file))
+        })
+        .await??;
+        Ok(Box::new(writer))
+    }
+
+    async fn commit(
+        &self,
+        target: &Location,
+        handle: &HandleBody,
+        after_recovery: bool,
+    ) -> Result<u64> {
+        let staging = expect_staging(handle, file_staging)?;
+        let temp = PathBuf::from(&staging.temp_path);
+        let path = self.local_path(target)?;
+        let position = handle.position;
+        let shown = target.to_string();
+        tokio::task::spawn_blocking(move || {
+            commit_blocking(&temp, &path, position, after_recovery, &shown)
+        })
+        .await?
+    }
+
+    async fn cleanup(&self, _target: &Location, handle: &HandleBody) -> Result<bool> {
+        // Every handle of a file shares its one temp file: nothing belongs to
+        // one handle alone, so there is never anything to remove.
+        expect_staging(handle, file_staging)?;
+        Ok(false)
+    }
+}
+
+fn file_staging(s: &Staging) -> Option<&FileStaging> {
+    match s {
+        Staging::File(f) => Some(f),
+        _ => None,
+    }
+}
+
+fn commit_blocking(
+    temp: &Path,
+    target: &Path,
+    position: u64,
+    after_recovery: bool,
+    shown: &str,
+) -> Result<u64> {
+    let dir = target.parent().expect("a target has a parent directory");
+    match fs::metadata(temp) {
+        Ok(meta) => {
+            if meta.len() < position {
+                return Err(Error::FailedPrecondition(format!(
+                    "cannot commit {shown}: the staged file holds {} bytes, fewer than the handle's {position}",
+                    meta.len()
+                )));
+            }
+            if meta.len() > position {
+                // A resume handle: bytes staged after it are not part of the file.
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(temp)
+                    .map_err(|e| io_error(e, "opening the staged file"))?;
+                f.set_len(position)
+                    .map_err(|e| io_error(e, "truncating the staged file"))?;
+                f.sync_all()
+                    .map_err(|e| io_error(e, "syncing the staged file"))?;
+            }
+            match fs::hard_link(temp, target) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                    if after_recovery && same_file(temp, target) {
+                        // A commit that linked the target and died before
+                        // removing the temp name: finish it.
+                    } else {
+                        return Err(already_exists(shown));
+                    }
+                }
+                Err(e) => return Err(io_error(e, &format!("publishing {shown}"))),
+            }
+            fs::remove_file(temp).map_err(|e| io_error(e, "removing the staged file name"))?;
+            sync_dir(dir)?;
+            Ok(position)
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => match fs::metadata(target) {
+            Ok(meta) if !after_recovery => {
+                let _ = meta;
+                Err(already_exists(shown))
+            }
+            Ok(meta) if meta.len() == position => Ok(position),
+            Ok(meta) => Err(Error::FailedPrecondition(format!(
+                "cannot commit {shown}: the staged file is gone and the target holds {} bytes, not the handle's {position}",
+                meta.len()
+            ))),
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(Error::FailedPrecondition(format!(
+                "cannot commit {shown}: neither the staged file nor the target exists (aborted, cleaned up, or removed)"
+            ))),
+            Err(e) => Err(io_error(e, &format!("checking {shown}"))),
+        },
+        Err(e) => Err(io_error(e, "checking the staged file")),
+    }
+}
+
+fn already_exists(shown: &str) -> Error {
+    Error::AlreadyExists(format!(
+        "{shown} already exists; sluice never replaces a file (commit with after_recovery=true if this is a retry of your own commit)"
+    ))
+}
+
+#[cfg(unix)]
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (fs::metadata(a), fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+#[cfg(not(unix))]
+fn same_file(_: &Path, _: &Path) -> bool {
+    false
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_error(e, &format!("syncing directory {}", dir.display())))
+}
+
+fn crc_of_prefix(file: &mut File, len: u64) -> std::io::Result<u32> {
+    let mut crc = 0u32;
+    let mut buf = vec![0u8; WRITE_BUFFER];
+    let mut left = len;
+    while left > 0 {
+        let n = buf.len().min(left as usize);
+        file.read_exact(&mut buf[..n])?;
+        crc = crc32c::crc32c_append(crc, &buf[..n]);
+        left -= n as u64;
+    }
+    Ok(crc)
+}
+
+/// Maps a local I/O failure to what the client should do about it.
+fn io_error(e: std::io::Error, doing: &str) -> Error {
+    match e.kind() {
+        ErrorKind::PermissionDenied => Error::PermissionDenied(format!("{doing}: {e}")),
+        ErrorKind::StorageFull | ErrorKind::QuotaExceeded => Error::ResourceExhausted(format!(
+            "{doing}: {e}; free space, then recover from your last handle"
+        )),
+        _ => Error::Unavailable(format!("{doing}: {e}")),
+    }
+}
+
+/// A temp file being written.
+struct FileWriter {
+    temp: PathBuf,
+    /// `None` once closed for commit.
+    file: Option<Arc<File>>,
+    /// Small writes gathered until `WRITE_BUFFER` bytes.
+    buffer: Vec<u8>,
+    staging_id: String,
+}
+
+impl FileWriter {
+    fn new(temp: PathBuf, file: File) -> FileWriter {
+        FileWriter {
+            staging_id: format!("file:{}", temp.display()),
+            temp,
+            file: Some(Arc::new(file)),
+            buffer: Vec::new(),
+        }
+    }
+
+    fn file(&self) -> Result<Arc<File>> {
+        self.file
+            .clone()
+            .ok_or_else(|| Error::Internal("the staged file is already closed".into()))
+    }
+
+    /// Writes `data` (after anything buffered) to the file, off the runtime.
+    async fn write_out(&mut self, data: Option<Bytes>) -> Result<()> {
+        let file = self.file()?;
+        let mut buffered = std::mem::take(&mut self.buffer);
+        let (mut buffered, result) = tokio::task::spawn_blocking(move || {
+            let mut f = &*file;
+            let mut result = f.write_all(&buffered);
+            if let (Ok(()), Some(data)) = (&result, &data) {
+                result = f.write_all(data);
+            }
+            buffered.clear();
+            (buffered, result)
+        })
+        .await?;
+        // Keep the allocation for the next small writes.
+        std::mem::swap(&mut self.buffer, &mut buffered);
+        result.map_err(|e| io_error(e, &format!("writing {}", self.temp.display())))
+    }
+
+    async fn sync(&mut self) -> Result<()> {
+        self.write_out(None).await?;
+        let file = self.file()?;
+        tokio::task::spawn_blocking(move || file.sync_data())
+            .await?
+            .map_err(|e| io_error(e, &format!("syncing {}", self.temp.display())))
+    }
+
+    fn staging(&self) -> Staging {
+        Staging::File(FileStaging {
+            temp_path: self.temp.display().to_string(),
+        })
+    }
+}
+
+#[async_trait]
+impl StagedWriter for FileWriter {
+    fn staging_id(&self) -> &str {
+        &self.staging_id
+    }
+
+    async fn write(&mut self, data: Bytes) -> Result<()> {
+        if self.buffer.len() + data.len() <= WRITE_BUFFER {
+            self.buffer.extend_from_slice(&data);
+            Ok(())
+        } else {
+            self.write_out(Some(data)).await
+        }
+    }
+
+    async fn persist(&mut self) -> Result<Staging> {
+        self.sync().await?;
+        Ok(self.staging())
+    }
+
+    async fn close_for_commit(&mut self) -> Result<Staging> {
+        self.sync().await?;
+        self.file = None;
+        Ok(self.staging())
+    }
+
+    async fn discard(self: Box<Self>) -> Result<()> {
+        let temp = self.temp.clone();
+        drop(self);
+        match tokio::fs::remove_file(&temp).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_error(e, &format!("removing {}", temp.display()))),
+        }
+    }
+}

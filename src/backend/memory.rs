@@ -1,0 +1,169 @@
+//! `memory://NAME/...`: an in-process object store with S3's multipart
+//! semantics, for tests, demos and benchmarks.
+//!
+//! Objects live in object_store's `InMemory`. Multipart uploads do not,
+//! because `InMemory::complete_multipart` joins every part ever uploaded and
+//! ignores the part list it is given; a recovery that discards bytes written
+//! after a handle needs S3's behaviour instead: only the listed parts are
+//! joined, and each part has a content id (like an ETag) that changes when
+//! the part is uploaded again, so a stale part list is detected.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use object_store::memory::InMemory;
+use object_store::multipart::{MultipartStore, PartId};
+use object_store::path::Path;
+use object_store::{MultipartId, ObjectStoreExt, PutPayload, PutResult};
+
+use super::object::{ObjectStores, StoreResolver};
+use crate::error::{Error, Result};
+
+/// Multipart uploads of one memory store.
+#[derive(Debug)]
+pub struct MemoryUploads {
+    objects: Arc<InMemory>,
+    uploads: Mutex<HashMap<MultipartId, Upload>>,
+}
+
+#[derive(Debug)]
+struct Upload {
+    path: Path,
+    /// Part index -> (content id, bytes).
+    parts: BTreeMap<usize, (String, Bytes)>,
+}
+
+impl MemoryUploads {
+    pub fn new(objects: Arc<InMemory>) -> MemoryUploads {
+        MemoryUploads {
+            objects,
+            uploads: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Uploads not yet completed or aborted (for tests and the janitor).
+    pub fn open_uploads(&self) -> usize {
+        self.uploads.lock().unwrap().len()
+    }
+
+    fn no_such_upload(id: &str) -> object_store::Error {
+        object_store::Error::NotFound {
+            path: id.to_string(),
+            source: format!("no multipart upload {id}").into(),
+        }
+    }
+}
+
+#[async_trait]
+impl MultipartStore for MemoryUploads {
+    async fn create_multipart(&self, path: &Path) -> object_store::Result<MultipartId> {
+        let id = uuid::Uuid::new_v4().to_string();
+        self.uploads.lock().unwrap().insert(
+            id.clone(),
+            Upload {
+                path: path.clone(),
+                parts: BTreeMap::new(),
+            },
+        );
+        Ok(id)
+    }
+
+    async fn put_part(
+        &self,
+        path: &Path,
+        id: &MultipartId,
+        part_idx: usize,
+        data: PutPayload,
+    ) -> object_store::Result<PartId> {
+        let mut uploads = self.uploads.lock().unwrap();
+        let upload = uploads
+            .get_mut(id)
+            .filter(|u| &u.path == path)
+            .ok_or_else(|| Self::no_such_upload(id))?;
+        let content_id = uuid::Uuid::new_v4().to_string();
+        upload
+            .parts
+            .insert(part_idx, (content_id.clone(), Bytes::from(data)));
+        Ok(PartId { content_id })
+    }
+
+    async fn complete_multipart(
+        &self,
+        path: &Path,
+        id: &MultipartId,
+        parts: Vec<PartId>,
+    ) -> object_store::Result<PutResult> {
+        let joined = {
+            let uploads = self.uploads.lock().unwrap();
+            let upload = uploads
+                .get(id)
+                .filter(|u| &u.path == path)
+                .ok_or_else(|| Self::no_such_upload(id))?;
+            let mut joined = Vec::new();
+            for (idx, part) in parts.iter().enumerate() {
+                match upload.parts.get(&idx) {
+                    Some((content_id, bytes)) if *content_id == part.content_id => {
+                        joined.push(bytes.clone())
+                    }
+                    _ => {
+                        return Err(object_store::Error::Precondition {
+                            path: path.to_string(),
+                            source: format!("part {idx} of upload {id} is missing or was replaced")
+                                .into(),
+                        });
+                    }
+                }
+            }
+            joined
+        };
+        let payload: PutPayload = joined.into_iter().collect();
+        let result = self.objects.put(path, payload).await?;
+        self.uploads.lock().unwrap().remove(id);
+        Ok(result)
+    }
+
+    async fn abort_multipart(&self, _path: &Path, id: &MultipartId) -> object_store::Result<()> {
+        self.uploads.lock().unwrap().remove(id);
+        Ok(())
+    }
+}
+
+/// The memory stores, one per authority (`memory://NAME/`), made on first
+/// use and kept for the life of the process.
+#[derive(Debug, Default)]
+pub struct MemoryStores {
+    stores: Mutex<HashMap<String, MemoryStore>>,
+}
+
+/// One memory store: its objects and its multipart uploads.
+pub type MemoryStore = (Arc<InMemory>, Arc<MemoryUploads>);
+
+impl MemoryStores {
+    /// The objects and uploads of store `name`.
+    pub fn store(&self, name: &str) -> MemoryStore {
+        self.stores
+            .lock()
+            .unwrap()
+            .entry(name.to_string())
+            .or_insert_with(|| {
+                let objects = Arc::new(InMemory::new());
+                let uploads = Arc::new(MemoryUploads::new(objects.clone()));
+                (objects, uploads)
+            })
+            .clone()
+    }
+}
+
+impl StoreResolver for MemoryStores {
+    fn resolve(&self, authority: &str) -> Result<ObjectStores> {
+        if authority.is_empty() {
+            return Err(Error::InvalidArgument(
+                "memory:// paths name a store first: memory://NAME/path".into(),
+            ));
+        }
+        let (objects, uploads) = self.store(authority);
+        Ok(ObjectStores { objects, uploads })
+    }
+}

@@ -1,0 +1,135 @@
+//! Storage backends, one per URI scheme.
+//!
+//! A [`Backend`] knows how to stage a file for one scheme, and a
+//! [`StagedWriter`] is one file being staged. The gateway owns everything
+//! that is the same for every backend (sessions, offsets, checksums, handles,
+//! state); a backend only moves bytes and reports where they are staged, as a
+//! [`Staging`] that goes into the handle.
+//!
+//! - `file`: [`file::FileBackend`], a hidden temp file renamed on commit.
+//! - `memory`: [`object::ObjectBackend`] over [`memory::MemoryUploads`], the
+//!   same multipart code the cloud stores use, in process.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::error::{Error, Result};
+use crate::location::Location;
+use crate::proto::HandleBody;
+pub use crate::proto::handle_body::Staging;
+
+pub mod file;
+pub mod memory;
+pub mod object;
+
+/// What a scheme promises (the `Capabilities` RPC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackendCapabilities {
+    pub supports_resume: bool,
+    pub requires_cleanup: bool,
+    pub min_part_size: u64,
+    pub max_concurrent_uploads: u32,
+    pub survives_restart: bool,
+}
+
+/// One storage scheme.
+#[async_trait]
+pub trait Backend: Send + Sync {
+    fn capabilities(&self) -> BackendCapabilities;
+
+    /// Checks that `target` may be written, before a session is opened.
+    fn check_target(&self, target: &Location) -> Result<()>;
+
+    /// Starts staging a new file for `target`.
+    async fn open(&self, target: &Location) -> Result<Box<dyn StagedWriter>>;
+
+    /// Reopens the staging a resume handle names at exactly its position;
+    /// bytes staged after it are discarded.
+    async fn recover(
+        &self,
+        target: &Location,
+        handle: &HandleBody,
+    ) -> Result<Box<dyn StagedWriter>>;
+
+    /// Publishes what a (commit or resume) handle names; returns the size.
+    /// `after_recovery`: a commit that already happened (target present with
+    /// the handle's size, staging gone) is success.
+    async fn commit(
+        &self,
+        target: &Location,
+        handle: &HandleBody,
+        after_recovery: bool,
+    ) -> Result<u64>;
+
+    /// Removes what only this resume handle references; `true` when it
+    /// removed something.
+    async fn cleanup(&self, target: &Location, handle: &HandleBody) -> Result<bool>;
+}
+
+/// One file being staged.
+#[async_trait]
+pub trait StagedWriter: Send {
+    /// Stable name of the staging (temp file, upload): the sled key.
+    fn staging_id(&self) -> &str;
+
+    /// Appends bytes (the gateway has already applied offsets).
+    async fn write(&mut self, data: Bytes) -> Result<()>;
+
+    /// Makes everything written durable; says where it is staged.
+    async fn persist(&mut self) -> Result<Staging>;
+
+    /// Makes everything durable for a commit; no writes follow.
+    async fn close_for_commit(&mut self) -> Result<Staging>;
+
+    /// Drops the staging entirely; only called when no handle references it.
+    async fn discard(self: Box<Self>) -> Result<()>;
+}
+
+/// The backends by scheme.
+#[derive(Clone, Default)]
+pub struct Registry {
+    backends: BTreeMap<String, Arc<dyn Backend>>,
+}
+
+impl Registry {
+    pub fn register(&mut self, scheme: &str, backend: Arc<dyn Backend>) {
+        self.backends.insert(scheme.to_string(), backend);
+    }
+
+    /// The backend for `scheme`, or `Unimplemented` naming the ones there are.
+    pub fn get(&self, scheme: &str) -> Result<&Arc<dyn Backend>> {
+        self.backends.get(scheme).ok_or_else(|| {
+            let known: Vec<&str> = self.backends.keys().map(String::as_str).collect();
+            let hint = if scheme == "hdfs" {
+                " (no HDFS backend exists yet)"
+            } else {
+                ""
+            };
+            Error::Unimplemented(format!(
+                "no backend for scheme {scheme:?}{hint}; this gateway serves: {}",
+                known.join(", ")
+            ))
+        })
+    }
+
+    pub fn schemes(&self) -> impl Iterator<Item = &str> {
+        self.backends.keys().map(String::as_str)
+    }
+}
+
+/// The staging of a handle, or `InvalidArgument` when it has none of the
+/// kind a backend needs (a handle for another scheme).
+pub(crate) fn expect_staging<'a, T>(
+    handle: &'a HandleBody,
+    pick: impl FnOnce(&'a Staging) -> Option<&'a T>,
+) -> Result<&'a T> {
+    handle.staging.as_ref().and_then(pick).ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "invalid handle: its staging does not belong to the backend of {}",
+            handle.target
+        ))
+    })
+}

@@ -1,0 +1,546 @@
+//! Object stores: a file staged as a multipart upload, resumable from a
+//! handle alone.
+//!
+//! Full parts are uploaded as they fill, at most `max_concurrent_uploads` at
+//! once, so a session holds at most part size × (in flight + 1) bytes however
+//! large the file. `Persist` waits for the parts in flight and writes the
+//! bytes past the last part as a separate *tail object* (S3 refuses short
+//! middle parts); the handle lists the upload id, every part and the tail.
+//! `Recover` reads the tail back and continues numbering after the handle's
+//! parts. `Commit` uploads a resume handle's tail as the last part and
+//! completes the upload; a zero-byte file becomes an empty object.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use object_store::multipart::{MultipartStore, PartId};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use tokio::task::JoinSet;
+
+use super::{Backend, BackendCapabilities, StagedWriter, Staging, expect_staging};
+use crate::config::UploadConfig;
+use crate::error::{Error, Result};
+use crate::location::Location;
+use crate::proto::{HandleBody, MultipartStaging, TailObject, UploadedPart};
+
+/// The two faces of one bucket or container.
+#[derive(Clone)]
+pub struct ObjectStores {
+    pub objects: Arc<dyn ObjectStore>,
+    pub uploads: Arc<dyn MultipartStore>,
+}
+
+/// Finds the store of an authority (bucket, container, memory store name).
+pub trait StoreResolver: Send + Sync {
+    fn resolve(&self, authority: &str) -> Result<ObjectStores>;
+}
+
+/// A multipart backend for one scheme.
+pub struct ObjectBackend {
+    resolver: Arc<dyn StoreResolver>,
+    upload: UploadConfig,
+    survives_restart: bool,
+}
+
+impl ObjectBackend {
+    pub fn new(
+        resolver: Arc<dyn StoreResolver>,
+        upload: UploadConfig,
+        survives_restart: bool,
+    ) -> Self {
+        ObjectBackend {
+            resolver,
+            upload,
+            survives_restart,
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for ObjectBackend {
+    fn capabilities(&self) -> BackendCapabilities {
+        BackendCapabilities {
+            supports_resume: true,
+            requires_cleanup: true,
+            min_part_size: self.upload.part_size,
+            max_concurrent_uploads: self.upload.max_concurrent_uploads,
+            survives_restart: self.survives_restart,
+        }
+    }
+
+    fn check_target(&self, target: &Location) -> Result<()> {
+        self.resolver.resolve(&target.authority)?;
+        object_path(target).map(drop)
+    }
+
+    async fn open(&self, target: &Location) -> Result<Box<dyn StagedWriter>> {
+        let stores = self.resolver.resolve(&target.authority)?;
+        let path = object_path(target)?;
+        let upload_id = stores
+            .uploads
+            .create_multipart(&path)
+            .await
+            .map_err(|e| store_error(e, &format!("starting an upload for {target}")))?;
+        Ok(Box::new(ObjectWriter::new(
+            stores,
+            target,
+            path,
+            upload_id,
+            Vec::new(),
+            None,
+            self.upload,
+        )))
+    }
+
+    async fn recover(
+        &self,
+        target: &Location,
+        handle: &HandleBody,
+    ) -> Result<Box<dyn StagedWriter>> {
+        let staging = expect_staging(handle, multipart_staging)?;
+        check_parts(staging, handle.position)?;
+        let stores = self.resolver.resolve(&target.authority)?;
+        let path = object_path(target)?;
+        let tail = match &staging.tail {
+            Some(tail) if tail.size > 0 => Some(read_tail(&stores, tail, target).await?),
+            _ => None,
+        };
+        Ok(Box::new(ObjectWriter::new(
+            stores,
+            target,
+            path,
+            staging.upload_id.clone(),
+            staging.parts.clone(),
+            tail,
+            self.upload,
+        )))
+    }
+
+    async fn commit(
+        &self,
+        target: &Location,
+        handle: &HandleBody,
+        after_recovery: bool,
+    ) -> Result<u64> {
+        let staging = expect_staging(handle, multipart_staging)?;
+        check_parts(staging, handle.position)?;
+        let stores = self.resolver.resolve(&target.authority)?;
+        let path = object_path(target)?;
+        let position = handle.position;
+        if let Some(size) = existing_size(&stores, &path, target).await? {
+            let done = settle_existing(size, position, after_recovery, target)?;
+            discard_staging(&stores, &path, staging).await;
+            return Ok(done);
+        }
+        let mut parts: Vec<PartId> = staging
+            .parts
+            .iter()
+            .map(|p| PartId {
+                content_id: p.content_id.clone(),
+            })
+            .collect();
+        if let Some(tail) = staging.tail.as_ref().filter(|t| t.size > 0) {
+            let bytes = read_tail(&stores, tail, target).await?;
+            let part = stores
+                .uploads
+                .put_part(&path, &staging.upload_id, parts.len(), bytes.into())
+                .await
+                .map_err(|e| upload_error(e, target))?;
+            parts.push(part);
+        }
+        let published = if parts.is_empty() {
+            let created = stores
+                .objects
+                .put_opts(
+                    &path,
+                    PutPayload::new(),
+                    PutOptions {
+                        mode: PutMode::Create,
+                        ..Default::default()
+                    },
+                )
+                .await;
+            match created {
+                Err(object_store::Error::AlreadyExists { .. }) => Err(Exists),
+                other => Ok(other.map(drop)),
+            }
+        } else {
+            match stores
+                .uploads
+                .complete_multipart(&path, &staging.upload_id, parts)
+                .await
+            {
+                Err(object_store::Error::NotFound { .. }) => Err(Exists),
+                other => Ok(other.map(drop)),
+            }
+        };
+        match published {
+            Ok(result) => result.map_err(|e| upload_error(e, target))?,
+            Err(Exists) => {
+                // The upload is gone or the target appeared meanwhile: a
+                // commit that already happened, or someone else's file.
+                return match existing_size(&stores, &path, target).await? {
+                    Some(size) => settle_existing(size, position, after_recovery, target),
+                    None => Err(Error::FailedPrecondition(format!(
+                        "cannot commit {target}: neither the upload nor the target exists (aborted, expired or removed)"
+                    ))),
+                };
+            }
+        }
+        discard_staging(&stores, &path, staging).await;
+        Ok(position)
+    }
+
+    async fn cleanup(&self, target: &Location, handle: &HandleBody) -> Result<bool> {
+        let staging = expect_staging(handle, multipart_staging)?;
+        let Some(tail) = &staging.tail else {
+            return Ok(false);
+        };
+        let stores = self.resolver.resolve(&target.authority)?;
+        let path = tail_path(tail)?;
+        match stores.objects.head(&path).await {
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(store_error(
+                e,
+                &format!("checking the tail object of {target}"),
+            )),
+            Ok(_) => match stores.objects.delete(&path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(true),
+                Err(e) => Err(store_error(
+                    e,
+                    &format!("deleting the tail object of {target}"),
+                )),
+            },
+        }
+    }
+}
+
+/// Marker: the target exists, or the upload vanished.
+struct Exists;
+
+fn multipart_staging(s: &Staging) -> Option<&MultipartStaging> {
+    match s {
+        Staging::Multipart(m) => Some(m),
+        _ => None,
+    }
+}
+
+/// Parts must be numbered 0..n and, with the tail, add up to the position.
+fn check_parts(staging: &MultipartStaging, position: u64) -> Result<()> {
+    let contiguous = staging
+        .parts
+        .iter()
+        .enumerate()
+        .all(|(i, p)| p.index as usize == i);
+    let total: u64 = staging.parts.iter().map(|p| p.size).sum::<u64>()
+        + staging.tail.as_ref().map_or(0, |t| t.size);
+    if contiguous && total == position {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(
+            "invalid handle: its parts do not add up to its position".into(),
+        ))
+    }
+}
+
+fn settle_existing(
+    size: u64,
+    position: u64,
+    after_recovery: bool,
+    target: &Location,
+) -> Result<u64> {
+    if !after_recovery {
+        Err(Error::AlreadyExists(format!(
+            "{target} already exists; sluice never replaces an object (commit with after_recovery=true if this is a retry of your own commit)"
+        )))
+    } else if size == position {
+        Ok(position)
+    } else {
+        Err(Error::FailedPrecondition(format!(
+            "cannot commit {target}: the upload is gone and the target holds {size} bytes, not the handle's {position}"
+        )))
+    }
+}
+
+async fn existing_size(
+    stores: &ObjectStores,
+    path: &Path,
+    target: &Location,
+) -> Result<Option<u64>> {
+    match stores.objects.head(path).await {
+        Ok(meta) => Ok(Some(meta.size)),
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(store_error(e, &format!("checking {target}"))),
+    }
+}
+
+/// Best effort after a commit: the upload is finished and the tail is no
+/// longer needed. Failures leave work for the janitor, nothing worse.
+async fn discard_staging(stores: &ObjectStores, path: &Path, staging: &MultipartStaging) {
+    let _ = stores
+        .uploads
+        .abort_multipart(path, &staging.upload_id)
+        .await;
+    if let Some(tail) = &staging.tail
+        && let Ok(tail) = tail_path(tail)
+    {
+        let _ = stores.objects.delete(&tail).await;
+    }
+}
+
+async fn read_tail(stores: &ObjectStores, tail: &TailObject, target: &Location) -> Result<Bytes> {
+    let path = tail_path(tail)?;
+    let bytes = match stores.objects.get(&path).await {
+        Ok(r) => r.bytes().await,
+        Err(e) => Err(e),
+    };
+    match bytes {
+        Ok(b) if b.len() as u64 == tail.size => Ok(b),
+        Ok(b) => Err(Error::FailedPrecondition(format!(
+            "cannot use this handle of {target}: its tail object holds {} bytes, not {}",
+            b.len(),
+            tail.size
+        ))),
+        Err(object_store::Error::NotFound { .. }) => Err(Error::FailedPrecondition(format!(
+            "cannot use this handle of {target}: its tail object is gone (cleaned up, committed, or expired)"
+        ))),
+        Err(e) => Err(store_error(
+            e,
+            &format!("reading the tail object of {target}"),
+        )),
+    }
+}
+
+fn object_path(target: &Location) -> Result<Path> {
+    Path::parse(&target.path)
+        .map_err(|e| Error::InvalidArgument(format!("{target} is not a valid object key: {e}")))
+}
+
+fn tail_path(tail: &TailObject) -> Result<Path> {
+    Path::parse(&tail.path).map_err(|e| Error::Internal(format!("bad tail object path: {e}")))
+}
+
+/// A hidden name beside the target, unique per persist.
+fn new_tail_path(target: &Location) -> String {
+    let name = format!(".{}.tail.{}", target.file_name(), uuid::Uuid::new_v4());
+    match target.parent() {
+        "" => name,
+        parent => format!("{parent}/{name}"),
+    }
+}
+
+fn upload_error(e: object_store::Error, target: &Location) -> Error {
+    match e {
+        object_store::Error::NotFound { .. } => Error::FailedPrecondition(format!(
+            "the upload of {target} no longer exists (committed, aborted, expired, or lost in a restart of a memory store); restart the file"
+        )),
+        object_store::Error::Precondition { .. } => Error::FailedPrecondition(format!(
+            "the staged parts of {target} changed since this handle was taken (a later recovery replaced them)"
+        )),
+        e => store_error(e, &format!("uploading {target}")),
+    }
+}
+
+fn store_error(e: object_store::Error, doing: &str) -> Error {
+    Error::Unavailable(format!("{doing}: {e}"))
+}
+
+/// One multipart upload being written.
+struct ObjectWriter {
+    stores: ObjectStores,
+    target: Location,
+    path: Path,
+    upload_id: String,
+    staging_id: String,
+    /// Parts known uploaded, by index.
+    parts: BTreeMap<u32, UploadedPart>,
+    next_index: u32,
+    in_flight: JoinSet<Result<UploadedPart>>,
+    /// Bytes not yet in a part, kept as the slices that arrived (no copies).
+    pending: VecDeque<Bytes>,
+    pending_len: u64,
+    config: UploadConfig,
+    /// Set when a part failed: the session cannot go on, recover instead.
+    broken: Option<String>,
+}
+
+impl ObjectWriter {
+    fn new(
+        stores: ObjectStores,
+        target: &Location,
+        path: Path,
+        upload_id: String,
+        parts: Vec<UploadedPart>,
+        tail: Option<Bytes>,
+        config: UploadConfig,
+    ) -> ObjectWriter {
+        let next_index = parts.len() as u32;
+        let pending_len = tail.as_ref().map_or(0, |t| t.len() as u64);
+        ObjectWriter {
+            staging_id: format!("{}://{}#{}", target.scheme, target.authority, upload_id),
+            stores,
+            target: target.clone(),
+            path,
+            upload_id,
+            parts: parts.into_iter().map(|p| (p.index, p)).collect(),
+            next_index,
+            in_flight: JoinSet::new(),
+            pending: tail.into_iter().collect(),
+            pending_len,
+            config,
+            broken: None,
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        match &self.broken {
+            None => Ok(()),
+            Some(why) => Err(Error::Unavailable(format!(
+                "an upload of {} failed earlier ({why}); recover from your last handle",
+                self.target
+            ))),
+        }
+    }
+
+    /// Takes the first `n` pending bytes.
+    fn take(&mut self, mut n: u64) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        self.pending_len -= n;
+        while n > 0 {
+            let mut front = self.pending.pop_front().expect("pending holds n bytes");
+            if front.len() as u64 > n {
+                let rest = front.split_off(n as usize);
+                self.pending.push_front(rest);
+            }
+            n -= front.len() as u64;
+            out.push(front);
+        }
+        out
+    }
+
+    fn start_part(&mut self, slices: Vec<Bytes>) {
+        let index = self.next_index;
+        self.next_index += 1;
+        let size = slices.iter().map(|b| b.len() as u64).sum();
+        let payload: PutPayload = slices.into_iter().collect();
+        let uploads = self.stores.uploads.clone();
+        let (path, id, target) = (
+            self.path.clone(),
+            self.upload_id.clone(),
+            self.target.clone(),
+        );
+        self.in_flight.spawn(async move {
+            let part = uploads
+                .put_part(&path, &id, index as usize, payload)
+                .await
+                .map_err(|e| upload_error(e, &target))?;
+            Ok(UploadedPart {
+                index,
+                content_id: part.content_id,
+                size,
+            })
+        });
+    }
+
+    /// Waits for one part in flight.
+    async fn finish_one(&mut self) -> Result<()> {
+        let Some(joined) = self.in_flight.join_next().await else {
+            return Ok(());
+        };
+        match joined.map_err(Error::from).and_then(|r| r) {
+            Ok(part) => {
+                self.parts.insert(part.index, part);
+                Ok(())
+            }
+            Err(e) => {
+                self.broken = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    async fn finish_all(&mut self) -> Result<()> {
+        while !self.in_flight.is_empty() {
+            self.finish_one().await?;
+        }
+        Ok(())
+    }
+
+    fn staging(&self, tail: Option<TailObject>) -> Staging {
+        Staging::Multipart(MultipartStaging {
+            upload_id: self.upload_id.clone(),
+            parts: self.parts.values().cloned().collect(),
+            tail,
+        })
+    }
+}
+
+#[async_trait]
+impl StagedWriter for ObjectWriter {
+    fn staging_id(&self) -> &str {
+        &self.staging_id
+    }
+
+    async fn write(&mut self, data: Bytes) -> Result<()> {
+        self.check()?;
+        self.pending_len += data.len() as u64;
+        self.pending.push_back(data);
+        while self.pending_len >= self.config.part_size {
+            while self.in_flight.len() >= self.config.max_concurrent_uploads as usize {
+                self.finish_one().await?;
+            }
+            let slices = self.take(self.config.part_size);
+            self.start_part(slices);
+        }
+        Ok(())
+    }
+
+    async fn persist(&mut self) -> Result<Staging> {
+        self.check()?;
+        self.finish_all().await?;
+        let tail = if self.pending_len == 0 {
+            None
+        } else {
+            let path = new_tail_path(&self.target);
+            let payload: PutPayload = self.pending.iter().cloned().collect();
+            self.stores
+                .objects
+                .put(
+                    &Path::parse(&path).map_err(|e| Error::Internal(e.to_string()))?,
+                    payload,
+                )
+                .await
+                .map_err(|e| {
+                    store_error(e, &format!("writing the tail object of {}", self.target))
+                })?;
+            Some(TailObject {
+                path,
+                size: self.pending_len,
+            })
+        };
+        Ok(self.staging(tail))
+    }
+
+    async fn close_for_commit(&mut self) -> Result<Staging> {
+        self.check()?;
+        self.finish_all().await?;
+        if self.pending_len > 0 {
+            let slices = self.take(self.pending_len);
+            self.start_part(slices);
+            self.finish_all().await?;
+        }
+        Ok(self.staging(None))
+    }
+
+    async fn discard(mut self: Box<Self>) -> Result<()> {
+        self.in_flight.abort_all();
+        self.stores
+            .uploads
+            .abort_multipart(&self.path, &self.upload_id)
+            .await
+            .map_err(|e| store_error(e, &format!("aborting the upload of {}", self.target)))
+    }
+}

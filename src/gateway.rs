@@ -1,0 +1,680 @@
+//! The write protocol, independent of gRPC.
+//!
+//! [`Gateway`] holds the live sessions of this replica and carries out Open,
+//! Write, Persist, Recover, CloseForCommit, Commit, Cleanup and Abort over
+//! the backends. What is the same for every backend lives here: offsets
+//! (idempotent writes), the CRC32C of what was written, handles, the sled
+//! records, and *fencing*: a Recover or Commit of a staging takes it away
+//! from any live session still writing it, whose later calls then fail.
+//!
+//! Lock order: a staging's lock, then a session's lock. Writes take only the
+//! session's lock.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+
+use crate::backend::{Backend, BackendCapabilities, Registry, StagedWriter, Staging};
+use crate::error::{Error, Result};
+use crate::handle::HandleKeys;
+use crate::location::{DefaultScheme, Location};
+use crate::proto::{HandleBody, HandleKind, SessionRecord, SessionStatus, StagingRecord};
+use crate::state::{StateStore, now_ms};
+
+/// A resolved path and what its scheme promises.
+#[derive(Debug, Clone)]
+pub struct SchemeCapabilities {
+    pub location: Location,
+    pub backend: BackendCapabilities,
+}
+
+/// Sessions, backends, keys and state of one gateway process.
+pub struct Gateway {
+    registry: Registry,
+    default_scheme: DefaultScheme,
+    keys: HandleKeys,
+    state: StateStore,
+    sessions: Mutex<HashMap<String, Arc<Session>>>,
+    staging_locks: StagingLocks,
+}
+
+/// A live write session.
+struct Session {
+    id: String,
+    target: Location,
+    staging_id: String,
+    /// Set while a Write call is applying messages (one at a time).
+    writing: AtomicBool,
+    inner: tokio::sync::Mutex<SessionInner>,
+}
+
+struct SessionInner {
+    /// `None` once the session ended.
+    writer: Option<Box<dyn StagedWriter>>,
+    ended: Option<Error>,
+    position: u64,
+    crc: u32,
+    epoch: u64,
+    /// A handle names this staging: aborting must keep it.
+    handle_issued: bool,
+}
+
+impl SessionInner {
+    fn writer(&mut self) -> Result<&mut Box<dyn StagedWriter>> {
+        if let Some(why) = &self.ended {
+            return Err(clone_error(why));
+        }
+        self.writer
+            .as_mut()
+            .ok_or_else(|| Error::Internal("session has no writer".into()))
+    }
+
+    /// Ends the session because its writer failed mid-operation: what the
+    /// staging holds past the last handle is unknown now.
+    fn fail(&mut self, id: &str, err: &Error) {
+        self.writer = None;
+        self.ended = Some(Error::FailedPrecondition(format!(
+            "session {id} failed earlier ({err}); recover from your last handle"
+        )));
+    }
+}
+
+/// Errors are not `Clone` (they may wrap sources elsewhere); ours are strings.
+fn clone_error(e: &Error) -> Error {
+    match e {
+        Error::FailedPrecondition(m) => Error::FailedPrecondition(m.clone()),
+        other => Error::FailedPrecondition(other.to_string()),
+    }
+}
+
+impl Gateway {
+    pub fn new(
+        registry: Registry,
+        default_scheme: DefaultScheme,
+        keys: HandleKeys,
+        state: StateStore,
+    ) -> Gateway {
+        Gateway {
+            registry,
+            default_scheme,
+            keys,
+            state,
+            sessions: Mutex::new(HashMap::new()),
+            staging_locks: StagingLocks::default(),
+        }
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Number of live sessions.
+    pub fn live_sessions(&self) -> usize {
+        self.sessions.lock().unwrap().len()
+    }
+
+    /// Flushes the state store (at shutdown).
+    pub async fn flush(&self) -> Result<()> {
+        self.state.flush().await
+    }
+
+    fn resolve(&self, path: &str) -> Result<(Location, Arc<dyn Backend>)> {
+        let location = Location::resolve(path, &self.default_scheme)?;
+        let backend = self.registry.get(&location.scheme)?.clone();
+        Ok((location, backend))
+    }
+
+    /// What the scheme of `path` promises.
+    pub fn capabilities(&self, path: &str) -> Result<SchemeCapabilities> {
+        let (location, backend) = self.resolve(path)?;
+        Ok(SchemeCapabilities {
+            backend: backend.capabilities(),
+            location,
+        })
+    }
+
+    /// Starts a session; returns its id and the resolved target.
+    pub async fn open(&self, path: &str, _inject_entropy: bool) -> Result<(String, Location)> {
+        let (target, backend) = self.resolve(path)?;
+        backend.check_target(&target)?;
+        let writer = backend.open(&target).await?;
+        let id = uuid::Uuid::new_v4().to_string();
+        let now = now_ms();
+        self.state.put_staging(
+            writer.staging_id(),
+            &StagingRecord {
+                target: target.to_string(),
+                owner_session: id.clone(),
+                created_ms: now,
+                updated_ms: now,
+                location: writer.staging_id().to_string(),
+                ..Default::default()
+            },
+        )?;
+        self.state.put_session(
+            &id,
+            &session_record(&target, writer.staging_id(), SessionStatus::Open, 0),
+        )?;
+        // The staging must be on record before a byte lands in it, so that
+        // nothing is ever left behind unknown.
+        self.state.flush().await?;
+        let session = self.insert_session(id.clone(), target.clone(), writer, 0, 0, 0, false);
+        tracing::info!(session = %id, target = %target, staging = %session.staging_id, "opened");
+        Ok((id, target))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn insert_session(
+        &self,
+        id: String,
+        target: Location,
+        writer: Box<dyn StagedWriter>,
+        position: u64,
+        crc: u32,
+        epoch: u64,
+        handle_issued: bool,
+    ) -> Arc<Session> {
+        let session = Arc::new(Session {
+            staging_id: writer.staging_id().to_string(),
+            id: id.clone(),
+            target,
+            writing: AtomicBool::new(false),
+            inner: tokio::sync::Mutex::new(SessionInner {
+                writer: Some(writer),
+                ended: None,
+                position,
+                crc,
+                epoch,
+                handle_issued,
+            }),
+        });
+        self.sessions.lock().unwrap().insert(id, session.clone());
+        session
+    }
+
+    /// The live session `id`, or an error that says what became of it.
+    fn live(&self, id: &str) -> Result<Arc<Session>> {
+        if id.is_empty() {
+            return Err(Error::InvalidArgument(
+                "session_id is empty: pass the id Open or Recover returned".into(),
+            ));
+        }
+        if let Some(s) = self.sessions.lock().unwrap().get(id) {
+            return Ok(s.clone());
+        }
+        let record = self.state.session(id)?;
+        Err(match record.map(|r| (r.status(), r.superseded_by)) {
+            None => Error::SessionNotFound(format!(
+                "unknown session {id:?}: open one with Open, or recover one with Recover"
+            )),
+            Some((SessionStatus::Closed, _)) => Error::FailedPrecondition(format!(
+                "session {id} was closed for commit; commit its handle instead of writing"
+            )),
+            Some((SessionStatus::Aborted, _)) => Error::FailedPrecondition(format!(
+                "session {id} was aborted; recover from your last handle or open the file anew"
+            )),
+            Some((SessionStatus::Superseded, by)) => Error::FailedPrecondition(format!(
+                "session {id} was taken over by a Recover or Commit of its staged file{}; continue there",
+                if by.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (session {by})")
+                }
+            )),
+            Some(_) => Error::SessionNotFound(format!(
+                "session {id} was lost when the gateway restarted; recover from your last handle"
+            )),
+        })
+    }
+
+    fn remove_session(&self, id: &str) {
+        self.sessions.lock().unwrap().remove(id);
+    }
+
+    /// Claims the session for one Write call; a concurrent call is refused.
+    pub fn begin_write(&self, session_id: &str) -> Result<WriteGuard> {
+        let session = self.live(session_id)?;
+        if session.writing.swap(true, Ordering::AcqRel) {
+            return Err(Error::Aborted(format!(
+                "another Write call is in progress on session {session_id}; wait for it to finish, then continue from the position it acknowledged"
+            )));
+        }
+        Ok(WriteGuard { session })
+    }
+
+    /// Makes the session's bytes durable and returns a resume handle.
+    pub async fn persist(&self, session_id: &str) -> Result<(Vec<u8>, u64)> {
+        let session = self.live(session_id)?;
+        let _staging = self.staging_locks.lock(&session.staging_id).await;
+        let mut inner = session.inner.lock().await;
+        let staging = match inner.writer()?.persist().await {
+            Ok(s) => s,
+            Err(e) => {
+                inner.fail(&session.id, &e);
+                return Err(e);
+            }
+        };
+        inner.handle_issued = true;
+        let body = handle_body(&session, &inner, HandleKind::Resume, staging);
+        if let Some(crate::backend::Staging::Multipart(m)) = &body.staging
+            && let Some(tail) = &m.tail
+        {
+            self.update_staging(&session.staging_id, &session.target, |r| {
+                r.tails.push(tail.path.clone())
+            })?;
+        }
+        self.state.put_session(
+            &session.id,
+            &session_record(
+                &session.target,
+                &session.staging_id,
+                SessionStatus::Open,
+                inner.position,
+            ),
+        )?;
+        self.state.flush().await?;
+        Ok((self.keys.seal(&body), inner.position))
+    }
+
+    /// Makes everything durable, ends the session, returns a commit handle.
+    pub async fn close_for_commit(&self, session_id: &str) -> Result<(Vec<u8>, u64)> {
+        let session = self.live(session_id)?;
+        let _staging = self.staging_locks.lock(&session.staging_id).await;
+        let mut inner = session.inner.lock().await;
+        let staging = match inner.writer()?.close_for_commit().await {
+            Ok(s) => s,
+            Err(e) => {
+                inner.fail(&session.id, &e);
+                return Err(e);
+            }
+        };
+        inner.writer = None;
+        inner.handle_issued = true;
+        inner.ended = Some(Error::FailedPrecondition(format!(
+            "session {} was closed for commit; commit its handle instead of writing",
+            session.id
+        )));
+        let body = handle_body(&session, &inner, HandleKind::Commit, staging);
+        self.update_staging(&session.staging_id, &session.target, |r| {
+            r.owner_session.clear()
+        })?;
+        self.state.put_session(
+            &session.id,
+            &session_record(
+                &session.target,
+                &session.staging_id,
+                SessionStatus::Closed,
+                inner.position,
+            ),
+        )?;
+        self.state.flush().await?;
+        self.remove_session(&session.id);
+        tracing::info!(session = %session.id, target = %session.target, size = inner.position, "closed for commit");
+        Ok((self.keys.seal(&body), inner.position))
+    }
+
+    /// Disposes of a session. Staged data that a handle names is kept (it
+    /// can still be recovered or committed); otherwise it is removed.
+    pub async fn abort(&self, session_id: &str) -> Result<()> {
+        let live = self.sessions.lock().unwrap().get(session_id).cloned();
+        let Some(session) = live else {
+            // Aborting a session that already ended (or died with a restart)
+            // is a no-op, as Flink's close() is; an id never seen is not.
+            return match self.live(session_id) {
+                Err(Error::SessionNotFound(_)) if self.state.session(session_id)?.is_none() => {
+                    self.live(session_id).map(drop)
+                }
+                _ => Ok(()),
+            };
+        };
+        let _staging = self.staging_locks.lock(&session.staging_id).await;
+        let mut inner = session.inner.lock().await;
+        let writer = inner.writer.take();
+        inner.ended = Some(Error::FailedPrecondition(format!(
+            "session {} was aborted; recover from your last handle or open the file anew",
+            session.id
+        )));
+        self.remove_session(&session.id);
+        self.update_staging(&session.staging_id, &session.target, |r| {
+            r.owner_session.clear()
+        })?;
+        self.state.put_session(
+            &session.id,
+            &session_record(
+                &session.target,
+                &session.staging_id,
+                SessionStatus::Aborted,
+                inner.position,
+            ),
+        )?;
+        if let Some(writer) = writer
+            && !inner.handle_issued
+            && let Err(e) = writer.discard().await
+        {
+            tracing::warn!(session = %session.id, error = %e, "could not remove the staging of an aborted session; the janitor will");
+        }
+        tracing::info!(session = %session.id, target = %session.target, "aborted");
+        Ok(())
+    }
+
+    /// Reopens a resume handle's staging at its position as a new session.
+    pub async fn recover(&self, handle: &[u8]) -> Result<(String, u64, Location)> {
+        let body = self.keys.open(handle)?;
+        match body.kind() {
+            HandleKind::Resume => {}
+            HandleKind::Commit => {
+                return Err(Error::FailedPrecondition(format!(
+                    "this handle of {} came from CloseForCommit: commit it, it cannot be recovered",
+                    body.target
+                )));
+            }
+            HandleKind::Unspecified => return Err(invalid_kind()),
+        }
+        let (target, backend) = self.resolve(&body.target)?;
+        let _staging = self.staging_locks.lock(&body.staging_id).await;
+        let mut record = self
+            .state
+            .staging(&body.staging_id)?
+            .unwrap_or_else(|| StagingRecord {
+                target: target.to_string(),
+                epoch: body.epoch,
+                created_ms: now_ms(),
+                location: body.staging_id.clone(),
+                ..Default::default()
+            });
+        if let Some(size) = record.committed_size {
+            return Err(Error::FailedPrecondition(format!(
+                "cannot recover: {target} was already committed ({size} bytes) from this staged file"
+            )));
+        }
+        if let Some(floor) = recovered_floor(&record, body.epoch)
+            && body.position > floor
+        {
+            return Err(Error::FailedPrecondition(format!(
+                "cannot recover: a later Recover moved the staged file of {target} back to {floor} bytes, discarding the {} this handle covers",
+                body.position
+            )));
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        self.fence(&mut record, &id).await?;
+        let writer = backend.recover(&target, &body).await?;
+        record.epoch = record.epoch.max(body.epoch) + 1;
+        // Pad for generations this replica never saw (another replica's).
+        while (record.recovered_at.len() as u64) < record.epoch - 1 {
+            record.recovered_at.push(u64::MAX);
+        }
+        record.recovered_at.push(body.position);
+        record.owner_session = id.clone();
+        record.updated_ms = now_ms();
+        self.state.put_staging(&body.staging_id, &record)?;
+        self.state.put_session(
+            &id,
+            &session_record(
+                &target,
+                &body.staging_id,
+                SessionStatus::Open,
+                body.position,
+            ),
+        )?;
+        self.state.flush().await?;
+        self.insert_session(
+            id.clone(),
+            target.clone(),
+            writer,
+            body.position,
+            body.crc32c,
+            record.epoch,
+            true,
+        );
+        tracing::info!(session = %id, target = %target, position = body.position, "recovered");
+        Ok((id, body.position, target))
+    }
+
+    /// Publishes what a commit or resume handle names.
+    pub async fn commit(&self, handle: &[u8], after_recovery: bool) -> Result<(Location, u64)> {
+        let body = self.keys.open(handle)?;
+        if body.kind() == HandleKind::Unspecified {
+            return Err(invalid_kind());
+        }
+        let (target, backend) = self.resolve(&body.target)?;
+        let _staging = self.staging_locks.lock(&body.staging_id).await;
+        let mut record = self.state.staging(&body.staging_id)?;
+        if let Some(record) = record.as_mut() {
+            self.fence(record, "").await?;
+        }
+        let size = backend.commit(&target, &body, after_recovery).await?;
+        let mut record = record.unwrap_or_else(|| StagingRecord {
+            target: target.to_string(),
+            created_ms: now_ms(),
+            location: body.staging_id.clone(),
+            ..Default::default()
+        });
+        record.committed_size = Some(size);
+        record.updated_ms = now_ms();
+        self.state.put_staging(&body.staging_id, &record)?;
+        self.state.flush().await?;
+        tracing::info!(target = %target, size, after_recovery, "committed");
+        Ok((target, size))
+    }
+
+    /// Removes what only this resume handle references.
+    pub async fn cleanup(&self, handle: &[u8]) -> Result<bool> {
+        let body = self.keys.open(handle)?;
+        if body.kind() == HandleKind::Unspecified {
+            return Err(invalid_kind());
+        }
+        let (target, backend) = self.resolve(&body.target)?;
+        let _staging = self.staging_locks.lock(&body.staging_id).await;
+        backend.cleanup(&target, &body).await
+    }
+
+    /// Takes a staging away from the live session that still writes it,
+    /// so that a recovered or committed file is never written twice.
+    async fn fence(&self, record: &mut StagingRecord, by: &str) -> Result<()> {
+        if record.owner_session.is_empty() {
+            return Ok(());
+        }
+        let owner = std::mem::take(&mut record.owner_session);
+        let session = self.sessions.lock().unwrap().remove(&owner);
+        if let Some(session) = session {
+            let mut inner = session.inner.lock().await;
+            inner.writer = None;
+            inner.ended = Some(Error::FailedPrecondition(format!(
+                "session {owner} was taken over by a Recover or Commit of its staged file; continue there"
+            )));
+            self.state.put_session(
+                &owner,
+                &SessionRecord {
+                    superseded_by: by.to_string(),
+                    ..session_record(
+                        &session.target,
+                        &session.staging_id,
+                        SessionStatus::Superseded,
+                        inner.position,
+                    )
+                },
+            )?;
+            tracing::info!(session = %owner, "superseded");
+        }
+        Ok(())
+    }
+
+    fn update_staging(
+        &self,
+        id: &str,
+        target: &Location,
+        change: impl FnOnce(&mut StagingRecord),
+    ) -> Result<()> {
+        let mut record = self.state.staging(id)?.unwrap_or_else(|| StagingRecord {
+            target: target.to_string(),
+            location: id.to_string(),
+            created_ms: now_ms(),
+            ..Default::default()
+        });
+        change(&mut record);
+        record.updated_ms = now_ms();
+        self.state.put_staging(id, &record)
+    }
+}
+
+/// The smallest position any Recover after generation `epoch` moved the
+/// staging to: handles of that generation beyond it lost their bytes.
+fn recovered_floor(record: &StagingRecord, epoch: u64) -> Option<u64> {
+    record
+        .recovered_at
+        .iter()
+        .skip(epoch as usize)
+        .copied()
+        .min()
+}
+
+fn invalid_kind() -> Error {
+    Error::InvalidArgument("invalid handle: it has no kind (not issued by sluice)".into())
+}
+
+fn handle_body(
+    session: &Session,
+    inner: &SessionInner,
+    kind: HandleKind,
+    staging: Staging,
+) -> HandleBody {
+    HandleBody {
+        kind: kind as i32,
+        target: session.target.to_string(),
+        position: inner.position,
+        crc32c: inner.crc,
+        staging_id: session.staging_id.clone(),
+        epoch: inner.epoch,
+        session_id: session.id.clone(),
+        staging: Some(staging),
+    }
+}
+
+fn session_record(
+    target: &Location,
+    staging_id: &str,
+    status: SessionStatus,
+    position: u64,
+) -> SessionRecord {
+    let now = now_ms();
+    SessionRecord {
+        target: target.to_string(),
+        staging_id: staging_id.to_string(),
+        status: status as i32,
+        persisted_position: position,
+        created_ms: now,
+        updated_ms: now,
+        superseded_by: String::new(),
+    }
+}
+
+/// One Write call's claim on a session; released when dropped.
+pub struct WriteGuard {
+    session: Arc<Session>,
+}
+
+impl WriteGuard {
+    /// Applies one message: `data` starts at `offset` in the file. Returns
+    /// the position after it (DESIGN.md 1.2 for overlaps and gaps).
+    pub async fn append(&self, offset: u64, data: Bytes) -> Result<u64> {
+        let session = &self.session;
+        let mut inner = session.inner.lock().await;
+        inner.writer()?;
+        let position = inner.position;
+        let end = offset.checked_add(data.len() as u64).ok_or_else(|| {
+            Error::OutOfRange(format!(
+                "offset {offset} plus {} bytes overflows on session {}",
+                data.len(),
+                session.id
+            ))
+        })?;
+        if offset > position {
+            return Err(Error::OutOfRange(format!(
+                "write at offset {offset} on session {} leaves a gap: the position is {position}; resend from {position}",
+                session.id
+            )));
+        }
+        if end <= position {
+            return Ok(position);
+        }
+        let fresh = data.slice((position - offset) as usize..);
+        let crc = crc32c::crc32c_append(inner.crc, &fresh);
+        let len = fresh.len() as u64;
+        if let Err(e) = inner.writer()?.write(fresh).await {
+            inner.fail(&session.id, &e);
+            return Err(e);
+        }
+        inner.crc = crc;
+        inner.position = end;
+        debug_assert_eq!(end, position + len);
+        Ok(end)
+    }
+}
+
+impl Drop for WriteGuard {
+    fn drop(&mut self) {
+        self.session.writing.store(false, Ordering::Release);
+    }
+}
+
+/// One async lock per staging id, made on demand and dropped when unused.
+#[derive(Default)]
+struct StagingLocks {
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+struct StagingGuard<'a> {
+    owner: &'a StagingLocks,
+    id: String,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl StagingLocks {
+    async fn lock(&self, id: &str) -> StagingGuard<'_> {
+        let lock = self
+            .locks
+            .lock()
+            .unwrap()
+            .entry(id.to_string())
+            .or_default()
+            .clone();
+        StagingGuard {
+            owner: self,
+            id: id.to_string(),
+            guard: Some(lock.lock_owned().await),
+        }
+    }
+}
+
+impl Drop for StagingGuard<'_> {
+    fn drop(&mut self) {
+        self.guard = None;
+        let mut locks = self.owner.locks.lock().unwrap();
+        if locks
+            .get(&self.id)
+            .is_some_and(|l| Arc::strong_count(l) == 1)
+        {
+            locks.remove(&self.id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recovered_floor_is_the_minimum_since_the_handles_generation() {
+        let record = StagingRecord {
+            epoch: 3,
+            recovered_at: vec![20, 10, 30],
+            ..Default::default()
+        };
+        assert_eq!(recovered_floor(&record, 0), Some(10));
+        assert_eq!(recovered_floor(&record, 1), Some(10));
+        assert_eq!(recovered_floor(&record, 2), Some(30));
+        assert_eq!(recovered_floor(&record, 3), None);
+    }
+}

@@ -1,0 +1,39 @@
+//! sluice: a gRPC storage gateway that gives streaming jobs in any language
+//! what Apache Flink's `RecoverableWriter` gives JVM jobs. Write a file,
+//! checkpoint it (`Persist`), crash, resume (`Recover`), publish it exactly
+//! once (`CloseForCommit` → `Commit`).
+//!
+//! # Layout
+//! - [`server`]: opens the data dir and backends, serves gRPC on a listener.
+//! - [`api`]: the gRPC adapter (`sluice.v1.StorageGateway`) and the one
+//!   mapping from errors to status codes.
+//! - [`gateway`]: the write protocol: sessions, offsets, checksums, handles,
+//!   fencing; no gRPC types.
+//! - [`backend`]: one backend per URI scheme (`file`, `memory`, and the
+//!   multipart machinery object stores share).
+//! - [`handle`]: signed, versioned, self-contained handles.
+//! - [`state`]: sled records that outlive a restart.
+//! - [`location`]: target URIs and the default scheme.
+//! - [`config`]: Flink-style YAML keys and their environment overrides.
+//! - [`error`]: the domain error type.
+
+pub mod api;
+pub mod backend;
+pub mod config;
+pub mod error;
+pub mod gateway;
+pub mod handle;
+pub mod location;
+pub mod server;
+pub mod state;
+
+/// Generated protobuf and gRPC code for `sluice.v1`.
+pub mod proto {
+    #![allow(clippy::all)]
+    tonic::include_proto!("sluice.v1");
+
+    /// Descriptors of `sluice.v1`, served by gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("sluice_descriptor");
+}
+
+pub use error::{Error, Result};

@@ -1,0 +1,94 @@
+//! The `sluice` binary: parses flags, sets up logging, runs the server.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use sluice::config::{Config, KNOWN_KEYS, env_name};
+use sluice::server::{Server, ServerOptions, run};
+
+#[derive(Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "gRPC storage gateway with exactly-once recoverable writes"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve gRPC until Ctrl-C or SIGTERM.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:50051")]
+        listen: String,
+        /// Holds sled state, the handle-signing key and the default file root (files/).
+        #[arg(long, default_value = "./sluice-data")]
+        data_dir: PathBuf,
+        /// YAML file with Flink-style keys (see `sluice keys`).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// List the configuration keys sluice understands.
+    Keys,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Keys => {
+            for (key, what) in KNOWN_KEYS {
+                println!("{key}\n    {what}\n    env: {}", env_name(key));
+            }
+            std::process::ExitCode::SUCCESS
+        }
+        Command::Serve {
+            listen,
+            data_dir,
+            config,
+        } => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "info".into()),
+                )
+                .init();
+            let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+            match runtime.block_on(serve(listen, data_dir, config)) {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sluice: {e}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn serve(listen: String, data_dir: PathBuf, config: Option<PathBuf>) -> Result<(), String> {
+    let config = Config::load(config.as_deref(), std::env::vars()).map_err(|e| e.to_string())?;
+    let server = Server::start(ServerOptions::new(data_dir, config)).map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e} (pick another --listen address)"))?;
+    run(listener, server, shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("a SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("shutting down");
+}

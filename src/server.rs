@@ -1,0 +1,126 @@
+//! Assembling and running the gRPC server.
+//!
+//! [`Server::start`] opens the data dir (sled, signing key, file root) and
+//! the backends; [`run`] serves a [`Server`] on an already-bound listener
+//! until a shutdown future resolves, so the binary passes Ctrl-C/SIGTERM and
+//! tests bind `127.0.0.1:0`.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::api::{GatewayApi, MAX_MESSAGE_SIZE};
+use crate::backend::Registry;
+use crate::backend::file::FileBackend;
+use crate::backend::memory::MemoryStores;
+use crate::backend::object::ObjectBackend;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::gateway::Gateway;
+use crate::handle::HandleKeys;
+use crate::proto::storage_gateway_server::StorageGatewayServer;
+use crate::state::StateStore;
+
+/// What a server needs to start.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Holds sled (`state/`), the signing key and the default file root (`files/`).
+    pub data_dir: PathBuf,
+    pub config: Config,
+    /// The memory stores to serve (tests pass their own to look inside).
+    pub memory: Arc<MemoryStores>,
+}
+
+impl ServerOptions {
+    pub fn new(data_dir: impl Into<PathBuf>, config: Config) -> ServerOptions {
+        ServerOptions {
+            data_dir: data_dir.into(),
+            config,
+            memory: Arc::default(),
+        }
+    }
+}
+
+/// A gateway ready to serve.
+pub struct Server {
+    pub gateway: Arc<Gateway>,
+}
+
+impl Server {
+    /// Opens state and backends. Fails with a clear message when the data
+    /// dir cannot be used (unwritable, or locked by another sluice).
+    pub fn start(options: ServerOptions) -> Result<Server> {
+        let data_dir = &options.data_dir;
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            Error::InvalidArgument(format!(
+                "cannot create the data dir {}: {e}",
+                data_dir.display()
+            ))
+        })?;
+        let state = StateStore::open(&data_dir.join("state"))?;
+        let config = &options.config;
+        let keys = HandleKeys::load_or_create(
+            config.signing.key.clone(),
+            config.signing.key_id.clone(),
+            data_dir,
+        )?;
+        let roots = if config.file_roots.is_empty() {
+            vec![data_dir.join("files")]
+        } else {
+            config.file_roots.clone()
+        };
+        let mut registry = Registry::default();
+        registry.register("file", Arc::new(FileBackend::new(&roots)?));
+        registry.register(
+            "memory",
+            Arc::new(ObjectBackend::new(
+                options.memory.clone(),
+                config.memory,
+                false,
+            )),
+        );
+        for key in &config.unknown_keys {
+            tracing::warn!(key = %key, "unknown configuration key ignored (see `sluice keys` for the known ones)");
+        }
+        let gateway = Gateway::new(registry, config.default_scheme.clone(), keys, state);
+        Ok(Server {
+            gateway: Arc::new(gateway),
+        })
+    }
+}
+
+/// Serves `server` on `listener` until `shutdown` resolves, then flushes state.
+pub async fn run(
+    listener: TcpListener,
+    server: Server,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<StorageGatewayServer<GatewayApi>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
+    let api = StorageGatewayServer::new(GatewayApi::new(server.gateway.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(MAX_MESSAGE_SIZE);
+    let addr = listener.local_addr().ok();
+    tracing::info!(address = ?addr, schemes = ?server.gateway.registry().schemes().collect::<Vec<_>>(), "sluice listening");
+    let result = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(api)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await;
+    health
+        .set_not_serving::<StorageGatewayServer<GatewayApi>>()
+        .await;
+    server.gateway.flush().await?;
+    result.map_err(|e| Error::Internal(format!("the gRPC server failed: {e}")))
+}

@@ -1,0 +1,83 @@
+//! What must outlive a gateway restart on this replica, kept in sled.
+//!
+//! Two trees: `sessions` (one `SessionRecord` per session, so a call naming a
+//! session from before a restart gets a precise answer) and `stagings` (one
+//! `StagingRecord` per temp file or upload: recovery generations, the owning
+//! session, and the committed size once published, so a repeated commit is
+//! recognised). Records are protobuf, like handles, so they keep decoding
+//! after upgrades. Callers `flush` before acknowledging a change a crash must
+//! not lose: sled otherwise batches writes on a timer.
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use prost::Message;
+
+use crate::error::{Error, Result};
+use crate::proto::{SessionRecord, StagingRecord};
+
+/// The sled database and its trees.
+#[derive(Clone)]
+pub struct StateStore {
+    db: sled::Db,
+    sessions: sled::Tree,
+    stagings: sled::Tree,
+}
+
+impl StateStore {
+    /// Opens (or creates) the database in `dir`.
+    pub fn open(dir: &Path) -> Result<StateStore> {
+        let db = sled::Config::new().path(dir).open().map_err(|e| {
+            Error::Internal(format!(
+                "cannot open the state store in {}: {e} (is another sluice using this data dir?)",
+                dir.display()
+            ))
+        })?;
+        Ok(StateStore {
+            sessions: db.open_tree("sessions")?,
+            stagings: db.open_tree("stagings")?,
+            db,
+        })
+    }
+
+    pub fn session(&self, id: &str) -> Result<Option<SessionRecord>> {
+        get(&self.sessions, id)
+    }
+
+    pub fn put_session(&self, id: &str, record: &SessionRecord) -> Result<()> {
+        self.sessions.insert(id, record.encode_to_vec())?;
+        Ok(())
+    }
+
+    pub fn staging(&self, id: &str) -> Result<Option<StagingRecord>> {
+        get(&self.stagings, id)
+    }
+
+    pub fn put_staging(&self, id: &str, record: &StagingRecord) -> Result<()> {
+        self.stagings.insert(id, record.encode_to_vec())?;
+        Ok(())
+    }
+
+    /// Makes every change so far durable.
+    pub async fn flush(&self) -> Result<()> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+}
+
+fn get<M: Message + Default>(tree: &sled::Tree, id: &str) -> Result<Option<M>> {
+    match tree.get(id)? {
+        None => Ok(None),
+        Some(bytes) => M::decode(bytes.as_ref())
+            .map(Some)
+            .map_err(|e| Error::Internal(format!("state record {id:?} does not decode: {e}"))),
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
