@@ -455,6 +455,20 @@ impl Gateway {
         record.updated_ms = now_ms();
         self.state.put_staging(&body.staging_id, &record)?;
         self.state.flush().await?;
+        // Every persist's tail is useless once the file is published (the
+        // staging can no longer be recovered): remove them now rather than
+        // leave them for Cleanup calls that may never come.
+        if !record.tails.is_empty() {
+            match backend.remove_artefacts(&target, &record.tails).await {
+                Ok(_) => {
+                    record.tails.clear();
+                    self.state.put_staging(&body.staging_id, &record)?;
+                }
+                Err(e) => {
+                    tracing::warn!(target = %target, error = %e, "could not remove tail objects after commit; the janitor will")
+                }
+            }
+        }
         tracing::info!(target = %target, size, after_recovery, "committed");
         Ok((target, size))
     }

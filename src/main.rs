@@ -54,6 +54,8 @@ fn main() -> std::process::ExitCode {
                     tracing_subscriber::EnvFilter::try_from_default_env()
                         .unwrap_or_else(|_| "info".into()),
                 )
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .init();
             let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
             match runtime.block_on(serve(listen, data_dir, config)) {

@@ -110,8 +110,10 @@ pub async fn run(
     let api = StorageGatewayServer::new(GatewayApi::new(server.gateway.clone()))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
-    let addr = listener.local_addr().ok();
-    tracing::info!(address = ?addr, schemes = ?server.gateway.registry().schemes().collect::<Vec<_>>(), "sluice listening");
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::Internal(format!("the listener has no address: {e}")))?;
+    tracing::info!(address = %addr, schemes = ?server.gateway.registry().schemes().collect::<Vec<_>>(), "sluice listening");
     let result = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)

@@ -74,17 +74,30 @@ impl FileBackend {
     }
 
     /// Creates the target's directory and checks that, with symlinks
-    /// resolved, it still lies under a root.
+    /// resolved, it still lies under a root. The deepest directory that
+    /// already exists is checked before anything is created, so a symlink
+    /// that points outside a root never gets a directory made behind it.
     fn prepare_parent(&self, target: &Location, path: &Path) -> Result<PathBuf> {
         let parent = path.parent().expect("a target has a parent directory");
+        let existing = parent
+            .ancestors()
+            .find(|p| p.exists())
+            .expect("the root directory exists");
+        self.check_resolved(target, existing)?;
         fs::create_dir_all(parent)
             .map_err(|e| io_error(e, &format!("creating {}", parent.display())))?;
-        let real = fs::canonicalize(parent)
-            .map_err(|e| io_error(e, &format!("resolving {}", parent.display())))?;
-        if !self.roots.iter().any(|root| real.starts_with(root)) {
-            return Err(self.outside_roots(target));
+        self.check_resolved(target, parent)
+    }
+
+    /// `dir` with symlinks resolved, refused unless it lies under a root.
+    fn check_resolved(&self, target: &Location, dir: &Path) -> Result<PathBuf> {
+        let real = fs::canonicalize(dir)
+            .map_err(|e| io_error(e, &format!("resolving {}", dir.display())))?;
+        if self.roots.iter().any(|root| real.starts_with(root)) {
+            Ok(real)
+        } else {
+            Err(self.outside_roots(target))
         }
-        Ok(real)
     }
 }
 
@@ -232,6 +245,8 @@ fn commit_blocking(
                     if after_recovery && same_file(temp, target) {
                         // A commit that linked the target and died before
                         // removing the temp name: finish it.
+                    } else if after_recovery {
+                        return Err(other_file_in_the_way(target, position, shown));
                     } else {
                         return Err(already_exists(shown));
                     }
@@ -258,6 +273,17 @@ fn commit_blocking(
             Err(e) => Err(io_error(e, &format!("checking {shown}"))),
         },
         Err(e) => Err(io_error(e, "checking the staged file")),
+    }
+}
+
+/// `Commit` after recovery found a target that is not this staging's.
+fn other_file_in_the_way(target: &Path, position: u64, shown: &str) -> Error {
+    match fs::metadata(target) {
+        Ok(meta) if meta.len() != position => Error::FailedPrecondition(format!(
+            "cannot commit {shown}: the target exists with {} bytes, not the handle's {position}, and is not this file",
+            meta.len()
+        )),
+        _ => already_exists(shown),
     }
 }
 

@@ -67,6 +67,12 @@ pub trait Backend: Send + Sync {
     /// Removes what only this resume handle references; `true` when it
     /// removed something.
     async fn cleanup(&self, target: &Location, handle: &HandleBody) -> Result<bool>;
+
+    /// Deletes staging artefacts recorded for a staging (tail objects) once
+    /// nothing can use them any more; returns how many it removed.
+    async fn remove_artefacts(&self, _target: &Location, _artefacts: &[String]) -> Result<usize> {
+        Ok(0)
+    }
 }
 
 /// One file being staged.

@@ -216,6 +216,25 @@ impl Backend for ObjectBackend {
             },
         }
     }
+
+    async fn remove_artefacts(&self, target: &Location, artefacts: &[String]) -> Result<usize> {
+        let stores = self.resolver.resolve(&target.authority)?;
+        let mut removed = 0;
+        for artefact in artefacts {
+            let path = Path::parse(artefact).map_err(|e| Error::Internal(e.to_string()))?;
+            match stores.objects.delete(&path).await {
+                Ok(()) => removed += 1,
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => {
+                    return Err(store_error(
+                        e,
+                        &format!("deleting a tail object of {target}"),
+                    ));
+                }
+            }
+        }
+        Ok(removed)
+    }
 }
 
 /// Marker: the target exists, or the upload vanished.

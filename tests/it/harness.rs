@@ -1,0 +1,341 @@
+//! Starts the real server on 127.0.0.1:0 and gives tests a gRPC client and a
+//! view into the storage behind it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use object_store::ObjectStoreExt;
+use object_store::memory::InMemory;
+use sluice::backend::memory::MemoryStores;
+use sluice::config::Config;
+use sluice::proto::storage_gateway_client::StorageGatewayClient;
+use sluice::proto::*;
+use sluice::server::{Server, ServerOptions, run};
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+pub type Client = StorageGatewayClient<Channel>;
+
+/// A sluice server running in this process.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub memory: Arc<MemoryStores>,
+    _dir: Option<tempfile::TempDir>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// Starts a server with `yaml` as its config, in a fresh data dir.
+    pub async fn start(yaml: &str) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = TestServer::start_in(dir.path(), yaml).await;
+        server._dir = Some(dir);
+        server
+    }
+
+    /// Starts a server on an existing data dir (kept by the caller).
+    pub async fn start_in(data_dir: &Path, yaml: &str) -> TestServer {
+        let config = Config::from_yaml(yaml).expect("test config");
+        let options = ServerOptions::new(data_dir, config);
+        let memory = options.memory.clone();
+        let server = Server::start(options).expect("server starts");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            run(listener, server, async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("server runs");
+        });
+        TestServer {
+            addr,
+            data_dir: data_dir.to_path_buf(),
+            memory,
+            _dir: None,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub async fn client(&self) -> Client {
+        connect(self.addr).await
+    }
+
+    /// Where `file://` targets may go by default.
+    pub fn file_root(&self) -> PathBuf {
+        std::fs::canonicalize(self.data_dir.join("files")).unwrap()
+    }
+
+    /// Stops the server and waits until it has flushed and released sled.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+    }
+}
+
+pub async fn connect(addr: SocketAddr) -> Client {
+    StorageGatewayClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connects")
+}
+
+/// A view of the storage behind one backend, for checks the gateway's own
+/// answers cannot give (what is really stored, what was left behind).
+#[async_trait]
+pub trait Inspect: Send + Sync {
+    /// Every entry under the target base (paths relative to it), hidden
+    /// ones included, with sizes.
+    async fn entries(&self) -> Vec<(String, u64)>;
+    async fn read(&self, name: &str) -> Option<Vec<u8>>;
+    async fn delete(&self, name: &str);
+    /// Multipart uploads still open in the store, where it can tell.
+    fn open_uploads(&self) -> Option<usize>;
+}
+
+/// One backend under test: URIs to write and a view inside.
+pub struct Target {
+    pub client: Client,
+    /// URI prefix every case writes under, without a trailing slash.
+    pub base: String,
+    pub store: Box<dyn Inspect>,
+    /// Old resume handles leave data that Cleanup removes.
+    pub requires_cleanup: bool,
+}
+
+impl Target {
+    pub fn uri(&self, name: &str) -> String {
+        format!("{}/{name}", self.base)
+    }
+
+    /// A file target in a fresh folder under the server's file root.
+    pub async fn file(server: &TestServer) -> Target {
+        let run = format!("run-{}", uuid::Uuid::new_v4());
+        let dir = server.file_root().join(&run);
+        std::fs::create_dir_all(&dir).unwrap();
+        Target {
+            client: server.client().await,
+            base: format!("file://{}", dir.display()),
+            store: Box::new(FileInspect { dir }),
+            requires_cleanup: false,
+        }
+    }
+
+    /// A memory target in a fresh store.
+    pub async fn memory(server: &TestServer) -> Target {
+        let name = format!("t{}", uuid::Uuid::new_v4().simple());
+        let (objects, uploads) = server.memory.store(&name);
+        Target {
+            client: server.client().await,
+            base: format!("memory://{name}/data"),
+            store: Box::new(MemoryInspect {
+                objects,
+                uploads,
+                prefix: "data".into(),
+            }),
+            requires_cleanup: true,
+        }
+    }
+}
+
+struct FileInspect {
+    dir: PathBuf,
+}
+
+#[async_trait]
+impl Inspect for FileInspect {
+    async fn entries(&self) -> Vec<(String, u64)> {
+        let mut out = Vec::new();
+        let mut stack = vec![self.dir.clone()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let entry = entry.unwrap();
+                let meta = entry.metadata().unwrap();
+                if meta.is_dir() {
+                    stack.push(entry.path());
+                } else {
+                    let rel = entry
+                        .path()
+                        .strip_prefix(&self.dir)
+                        .unwrap()
+                        .display()
+                        .to_string();
+                    out.push((rel, meta.len()));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    async fn read(&self, name: &str) -> Option<Vec<u8>> {
+        std::fs::read(self.dir.join(name)).ok()
+    }
+
+    async fn delete(&self, name: &str) {
+        std::fs::remove_file(self.dir.join(name)).unwrap();
+    }
+
+    fn open_uploads(&self) -> Option<usize> {
+        None
+    }
+}
+
+struct MemoryInspect {
+    objects: Arc<InMemory>,
+    uploads: Arc<sluice::backend::memory::MemoryUploads>,
+    prefix: String,
+}
+
+#[async_trait]
+impl Inspect for MemoryInspect {
+    async fn entries(&self) -> Vec<(String, u64)> {
+        use futures::TryStreamExt;
+        use object_store::ObjectStore;
+        let prefix = object_store::path::Path::from(self.prefix.as_str());
+        let mut out: Vec<(String, u64)> = self
+            .objects
+            .list(Some(&prefix))
+            .map_ok(|m| {
+                let full = m.location.to_string();
+                (full[self.prefix.len() + 1..].to_string(), m.size)
+            })
+            .try_collect()
+            .await
+            .unwrap();
+        out.sort();
+        out
+    }
+
+    async fn read(&self, name: &str) -> Option<Vec<u8>> {
+        let path = object_store::path::Path::from(format!("{}/{name}", self.prefix));
+        let got = self.objects.get(&path).await.ok()?;
+        Some(got.bytes().await.unwrap().to_vec())
+    }
+
+    async fn delete(&self, name: &str) {
+        let path = object_store::path::Path::from(format!("{}/{name}", self.prefix));
+        self.objects.delete(&path).await.unwrap();
+    }
+
+    fn open_uploads(&self) -> Option<usize> {
+        Some(self.uploads.open_uploads())
+    }
+}
+
+// ---- small wrappers over the raw gRPC calls ----
+
+pub async fn open(c: &mut Client, path: &str) -> Result<String, Status> {
+    Ok(c.open(OpenRequest {
+        path: path.into(),
+        inject_entropy: false,
+    })
+    .await?
+    .into_inner()
+    .session_id)
+}
+
+/// One Write call with one message.
+pub async fn write_at(c: &mut Client, sid: &str, offset: u64, data: &[u8]) -> Result<u64, Status> {
+    write_chunks(c, sid, vec![(offset, data.to_vec())]).await
+}
+
+/// One Write call with several messages.
+pub async fn write_chunks(
+    c: &mut Client,
+    sid: &str,
+    chunks: Vec<(u64, Vec<u8>)>,
+) -> Result<u64, Status> {
+    let msgs: Vec<WriteRequest> = chunks
+        .into_iter()
+        .map(|(offset, data)| WriteRequest {
+            session_id: sid.into(),
+            offset,
+            data: Bytes::from(data),
+        })
+        .collect();
+    Ok(c.write(tokio_stream::iter(msgs))
+        .await?
+        .into_inner()
+        .position)
+}
+
+pub async fn persist(c: &mut Client, sid: &str) -> Result<(Vec<u8>, u64), Status> {
+    let r = c
+        .persist(PersistRequest {
+            session_id: sid.into(),
+        })
+        .await?
+        .into_inner();
+    Ok((r.handle, r.position))
+}
+
+pub async fn recover(c: &mut Client, handle: &[u8]) -> Result<(String, u64), Status> {
+    let r = c
+        .recover(RecoverRequest {
+            handle: handle.to_vec(),
+        })
+        .await?
+        .into_inner();
+    Ok((r.session_id, r.position))
+}
+
+pub async fn close(c: &mut Client, sid: &str) -> Result<(Vec<u8>, u64), Status> {
+    let r = c
+        .close_for_commit(CloseForCommitRequest {
+            session_id: sid.into(),
+        })
+        .await?
+        .into_inner();
+    Ok((r.handle, r.size))
+}
+
+pub async fn commit(c: &mut Client, handle: &[u8], after_recovery: bool) -> Result<u64, Status> {
+    Ok(c.commit(CommitRequest {
+        handle: handle.to_vec(),
+        after_recovery,
+    })
+    .await?
+    .into_inner()
+    .size)
+}
+
+pub async fn cleanup(c: &mut Client, handle: &[u8]) -> Result<bool, Status> {
+    Ok(c.cleanup(CleanupRequest {
+        handle: handle.to_vec(),
+    })
+    .await?
+    .into_inner()
+    .cleaned)
+}
+
+pub async fn abort(c: &mut Client, sid: &str) -> Result<(), Status> {
+    c.abort(AbortRequest {
+        session_id: sid.into(),
+    })
+    .await?;
+    Ok(())
+}
+
+/// Asserts `result` failed with `code`; returns the message.
+#[track_caller]
+pub fn expect_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code) -> String {
+    match result {
+        Ok(v) => panic!("expected {code:?}, got Ok({v:?})"),
+        Err(s) => {
+            assert_eq!(s.code(), code, "wrong code; message: {}", s.message());
+            s.message().to_string()
+        }
+    }
+}

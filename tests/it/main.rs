@@ -1,0 +1,180 @@
+//! Integration tests: the real server on 127.0.0.1:0, over gRPC.
+//!
+//! - `conformance`: the suite every backend must pass;
+//! - `model`: random interleavings checked against a model of the bytes;
+//! - `restart`: the `sluice` binary killed with -9 and started again.
+
+mod conformance;
+mod harness;
+mod model;
+mod restart;
+
+use harness::*;
+use tonic::Code;
+
+#[tokio::test]
+async fn conformance_file() {
+    let server = TestServer::start("").await;
+    let t = Target::file(&server).await;
+    conformance::run_all(&t).await;
+}
+
+#[tokio::test]
+async fn conformance_memory() {
+    let server = TestServer::start("").await;
+    let t = Target::memory(&server).await;
+    conformance::run_all(&t).await;
+}
+
+/// Parts of 16 bytes, two in flight: every case crosses many part
+/// boundaries, persists land inside and on part edges, tails are read back.
+#[tokio::test]
+async fn conformance_memory_small_parts() {
+    let server = TestServer::start(
+        "memory.upload.min.part.size: 16\nmemory.upload.max.concurrent.uploads: 2\n",
+    )
+    .await;
+    let t = Target::memory(&server).await;
+    conformance::run_all(&t).await;
+}
+
+#[tokio::test]
+async fn model_interleavings_file() {
+    let server = TestServer::start("").await;
+    let t = Target::file(&server).await;
+    model::run(&t, 100, 0x5EED_F11E).await;
+}
+
+#[tokio::test]
+async fn model_interleavings_memory() {
+    let server = TestServer::start(
+        "memory.upload.min.part.size: 16\nmemory.upload.max.concurrent.uploads: 3\n",
+    )
+    .await;
+    let t = Target::memory(&server).await;
+    model::run(&t, 100, 0x05EE_D3E3).await;
+}
+
+#[tokio::test]
+async fn default_scheme_resolves_paths_without_scheme() {
+    let server = TestServer::start("fs.default-scheme: memory://defaults/\n").await;
+    let mut c = server.client().await;
+    let r = c
+        .open(sluice::proto::OpenRequest {
+            path: "/jobs/out/part-0".into(),
+            inject_entropy: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.path, "memory://defaults/jobs/out/part-0");
+    write_at(&mut c, &r.session_id, 0, b"hello").await.unwrap();
+    let (h, _) = close(&mut c, &r.session_id).await.unwrap();
+    commit(&mut c, &h, false).await.unwrap();
+    let (objects, _) = server.memory.store("defaults");
+    use object_store::ObjectStoreExt;
+    let got = objects
+        .get(&object_store::path::Path::from("jobs/out/part-0"))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(&got[..], b"hello");
+    expect_code(open(&mut c, "jobs/relative").await, Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn file_targets_are_confined_to_roots() {
+    let server = TestServer::start("").await;
+    let mut c = server.client().await;
+    let outside = tempfile::tempdir().unwrap();
+    let msg = expect_code(
+        open(&mut c, &format!("file://{}/x", outside.path().display())).await,
+        Code::PermissionDenied,
+    );
+    assert!(msg.contains("fs.file.allowed-roots"), "{msg}");
+    // A symlink inside the root that points outside it is no way out.
+    let link = server.file_root().join("escape");
+    std::os::unix::fs::symlink(outside.path(), &link).unwrap();
+    for escape in ["x", "new/deeper/x"] {
+        expect_code(
+            open(&mut c, &format!("file://{}/{escape}", link.display())).await,
+            Code::PermissionDenied,
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(outside.path()).unwrap().count(),
+        0,
+        "something was written outside the root"
+    );
+}
+
+#[tokio::test]
+async fn capabilities_describe_each_scheme() {
+    let server = TestServer::start("memory.upload.min.part.size: 1mb\n").await;
+    let mut c = server.client().await;
+    let file = server.file_root().join("x");
+    let caps = |path: String| {
+        let mut c = c.clone();
+        async move {
+            c.capabilities(sluice::proto::CapabilitiesRequest { path })
+                .await
+                .map(|r| r.into_inner())
+        }
+    };
+    let f = caps(format!("file://{}", file.display())).await.unwrap();
+    assert!(f.supports_resume && !f.requires_cleanup && f.survives_restart);
+    assert_eq!(f.scheme, "file");
+    let m = caps("memory://store/x".into()).await.unwrap();
+    assert!(m.supports_resume && m.requires_cleanup && !m.survives_restart);
+    assert_eq!((m.authority.as_str(), m.min_part_size), ("store", 1 << 20));
+    assert!(m.max_message_size >= 4 << 20);
+    expect_code(caps("s3://bucket/x".into()).await, Code::Unimplemented);
+    let _ = &mut c;
+}
+
+#[tokio::test]
+async fn health_and_reflection_are_served() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    let server = TestServer::start("").await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel.clone());
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "sluice.v1.StorageGateway".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(status, ServingStatus::Serving as i32);
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let mut reflection = ServerReflectionClient::new(channel);
+    let request = tonic_reflection::pb::v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = reflection
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("unexpected reflection answer");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(
+        names.contains(&"sluice.v1.StorageGateway".to_string()),
+        "{names:?}"
+    );
+    server.stop().await;
+}

@@ -1,0 +1,135 @@
+//! The `sluice` binary killed with -9 and started again on the same data
+//! dir: everything acknowledged survives.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use tonic::Code;
+
+use crate::harness::*;
+
+struct Gateway {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Gateway {
+    /// Starts `sluice serve` on a free port and reads the address it logs.
+    fn start(data_dir: &Path) -> Gateway {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the sluice binary starts");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines() {
+                let line = line.unwrap_or_default();
+                if let Some(addr) = line.split("address=").nth(1) {
+                    let addr = addr.split_whitespace().next().unwrap().to_string();
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(addr);
+                    }
+                }
+                // Keep draining so the server never blocks on a full pipe.
+            }
+        });
+        let addr = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("sluice logs its address");
+        Gateway {
+            child,
+            addr: addr.parse().expect("a socket address"),
+        }
+    }
+
+    fn kill9(mut self) {
+        self.child.kill().unwrap(); // SIGKILL
+        self.child.wait().unwrap();
+    }
+}
+
+#[tokio::test]
+async fn kill_9_after_persist_then_recover_and_commit_exact_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("files");
+    let target = format!("file://{}/out/part-0", root.display());
+    let other = format!("file://{}/out/part-1", root.display());
+    let done = format!("file://{}/out/part-2", root.display());
+
+    let first = Gateway::start(dir.path());
+    let mut c = connect(first.addr).await;
+    let sid = open(&mut c, &target).await.unwrap();
+    write_at(&mut c, &sid, 0, b"persisted bytes|")
+        .await
+        .unwrap();
+    let (resume, _) = persist(&mut c, &sid).await.unwrap();
+    write_at(&mut c, &sid, 16, b"lost in the crash")
+        .await
+        .unwrap();
+    // A file closed but not yet committed, and one fully committed.
+    let s1 = open(&mut c, &other).await.unwrap();
+    write_at(&mut c, &s1, 0, b"closed before the crash")
+        .await
+        .unwrap();
+    let (pending, _) = close(&mut c, &s1).await.unwrap();
+    let s2 = open(&mut c, &done).await.unwrap();
+    write_at(&mut c, &s2, 0, b"committed before the crash")
+        .await
+        .unwrap();
+    let (committed_handle, _) = close(&mut c, &s2).await.unwrap();
+    commit(&mut c, &committed_handle, false).await.unwrap();
+    first.kill9();
+
+    let second = Gateway::start(dir.path());
+    let mut c = connect(second.addr).await;
+    let msg = expect_code(write_at(&mut c, &sid, 33, b"x").await, Code::NotFound);
+    assert!(msg.contains("restarted"), "{msg}");
+    let (sid2, pos) = recover(&mut c, &resume).await.unwrap();
+    assert_eq!(pos, 16);
+    write_at(&mut c, &sid2, pos, b"written after recovery")
+        .await
+        .unwrap();
+    let (h, _) = close(&mut c, &sid2).await.unwrap();
+    commit(&mut c, &h, false).await.unwrap();
+    assert_eq!(
+        std::fs::read(root.join("out/part-0")).unwrap(),
+        b"persisted bytes|written after recovery"
+    );
+    commit(&mut c, &h, true).await.unwrap();
+    expect_code(commit(&mut c, &h, false).await, Code::AlreadyExists);
+    commit(&mut c, &pending, true).await.unwrap();
+    assert_eq!(
+        std::fs::read(root.join("out/part-1")).unwrap(),
+        b"closed before the crash"
+    );
+    commit(&mut c, &committed_handle, true).await.unwrap();
+    expect_code(
+        commit(&mut c, &committed_handle, false).await,
+        Code::AlreadyExists,
+    );
+    second.kill9();
+
+    // sled remembers the commit across another crash.
+    let third = Gateway::start(dir.path());
+    let mut c = connect(third.addr).await;
+    let msg = expect_code(recover(&mut c, &resume).await, Code::FailedPrecondition);
+    assert!(msg.contains("committed"), "{msg}");
+    let leftovers: Vec<_> = std::fs::read_dir(root.join("out"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "in-progress files left: {leftovers:?}"
+    );
+    third.kill9();
+}
