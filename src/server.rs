@@ -102,10 +102,17 @@ pub async fn run(
     health
         .set_serving::<StorageGatewayServer<GatewayApi>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    // Both reflection versions: grpcurl and many tools still speak v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
         .build_v1()
+        .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
         .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
     let api = StorageGatewayServer::new(GatewayApi::new(server.gateway.clone()))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
@@ -116,7 +123,8 @@ pub async fn run(
     tracing::info!(address = %addr, schemes = ?server.gateway.registry().schemes().collect::<Vec<_>>(), "sluice listening");
     let result = tonic::transport::Server::builder()
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(api)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await;
