@@ -53,7 +53,7 @@ struct Session {
 struct SessionInner {
     /// `None` once the session ended.
     writer: Option<Box<dyn StagedWriter>>,
-    ended: Option<Error>,
+    ended: Option<Ended>,
     position: u64,
     crc: u32,
     epoch: u64,
@@ -61,31 +61,72 @@ struct SessionInner {
     handle_issued: bool,
 }
 
+/// How a session ended; what its later calls are told.
+#[derive(Debug, Clone)]
+enum Ended {
+    Closed,
+    Aborted,
+    /// Fenced off by a Recover (naming the new session) or a Commit.
+    Superseded(String),
+    /// Its writer failed mid-operation.
+    Failed(String),
+}
+
+impl Ended {
+    fn error(&self, id: &str) -> Error {
+        Error::FailedPrecondition(match self {
+            Ended::Closed => {
+                format!("session {id} was closed for commit; commit its handle instead of writing")
+            }
+            Ended::Aborted => format!(
+                "session {id} was aborted; recover from your last handle or open the file anew"
+            ),
+            Ended::Superseded(by) => format!(
+                "session {id} was taken over by a Recover or Commit of its staged file{}; continue there",
+                if by.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (session {by})")
+                }
+            ),
+            Ended::Failed(why) => {
+                format!("session {id} failed earlier ({why}); recover from your last handle")
+            }
+        })
+    }
+
+    fn status(&self) -> SessionStatus {
+        match self {
+            Ended::Closed => SessionStatus::Closed,
+            Ended::Aborted | Ended::Failed(_) => SessionStatus::Aborted,
+            Ended::Superseded(_) => SessionStatus::Superseded,
+        }
+    }
+}
+
 impl SessionInner {
-    fn writer(&mut self) -> Result<&mut Box<dyn StagedWriter>> {
-        if let Some(why) = &self.ended {
-            return Err(clone_error(why));
+    fn writer(&mut self, id: &str) -> Result<&mut Box<dyn StagedWriter>> {
+        if let Some(ended) = &self.ended {
+            return Err(ended.error(id));
         }
         self.writer
             .as_mut()
             .ok_or_else(|| Error::Internal("session has no writer".into()))
     }
 
-    /// Ends the session because its writer failed mid-operation: what the
-    /// staging holds past the last handle is unknown now.
-    fn fail(&mut self, id: &str, err: &Error) {
+    /// Ends the session with `how`, dropping its writer.
+    fn end(&mut self, how: Ended) {
         self.writer = None;
-        self.ended = Some(Error::FailedPrecondition(format!(
-            "session {id} failed earlier ({err}); recover from your last handle"
-        )));
+        self.ended = Some(how);
     }
-}
 
-/// Errors are not `Clone` (they may wrap sources elsewhere); ours are strings.
-fn clone_error(e: &Error) -> Error {
-    match e {
-        Error::FailedPrecondition(m) => Error::FailedPrecondition(m.clone()),
-        other => Error::FailedPrecondition(other.to_string()),
+    /// Passes `result` through; a failure ends the session, since what the
+    /// staging holds past the last handle is unknown after it.
+    fn checked<T>(&mut self, result: Result<T>) -> Result<T> {
+        if let Err(e) = &result {
+            self.end(Ended::Failed(e.to_string()));
+        }
+        result
     }
 }
 
@@ -204,29 +245,24 @@ impl Gateway {
         if let Some(s) = self.sessions.lock().unwrap().get(id) {
             return Ok(s.clone());
         }
-        let record = self.state.session(id)?;
-        Err(match record.map(|r| (r.status(), r.superseded_by)) {
-            None => Error::SessionNotFound(format!(
-                "unknown session {id:?}: open one with Open, or recover one with Recover"
-            )),
-            Some((SessionStatus::Closed, _)) => Error::FailedPrecondition(format!(
-                "session {id} was closed for commit; commit its handle instead of writing"
-            )),
-            Some((SessionStatus::Aborted, _)) => Error::FailedPrecondition(format!(
-                "session {id} was aborted; recover from your last handle or open the file anew"
-            )),
-            Some((SessionStatus::Superseded, by)) => Error::FailedPrecondition(format!(
-                "session {id} was taken over by a Recover or Commit of its staged file{}; continue there",
-                if by.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (session {by})")
+        let ended = match self.state.session(id)? {
+            None => {
+                return Err(Error::SessionNotFound(format!(
+                    "unknown session {id:?}: open one with Open, or recover one with Recover"
+                )));
+            }
+            Some(r) => match r.status() {
+                SessionStatus::Closed => Ended::Closed,
+                SessionStatus::Aborted => Ended::Aborted,
+                SessionStatus::Superseded => Ended::Superseded(r.superseded_by),
+                _ => {
+                    return Err(Error::SessionNotFound(format!(
+                        "session {id} was lost when the gateway restarted; recover from your last handle"
+                    )));
                 }
-            )),
-            Some(_) => Error::SessionNotFound(format!(
-                "session {id} was lost when the gateway restarted; recover from your last handle"
-            )),
-        })
+            },
+        };
+        Err(ended.error(id))
     }
 
     fn remove_session(&self, id: &str) {
@@ -249,13 +285,8 @@ impl Gateway {
         let session = self.live(session_id)?;
         let _staging = self.staging_locks.lock(&session.staging_id).await;
         let mut inner = session.inner.lock().await;
-        let staging = match inner.writer()?.persist().await {
-            Ok(s) => s,
-            Err(e) => {
-                inner.fail(&session.id, &e);
-                return Err(e);
-            }
-        };
+        let staging = inner.writer(&session.id)?.persist().await;
+        let staging = inner.checked(staging)?;
         inner.handle_issued = true;
         let body = handle_body(&session, &inner, HandleKind::Resume, staging);
         if let Some(crate::backend::Staging::Multipart(m)) = &body.staging
@@ -283,32 +314,15 @@ impl Gateway {
         let session = self.live(session_id)?;
         let _staging = self.staging_locks.lock(&session.staging_id).await;
         let mut inner = session.inner.lock().await;
-        let staging = match inner.writer()?.close_for_commit().await {
-            Ok(s) => s,
-            Err(e) => {
-                inner.fail(&session.id, &e);
-                return Err(e);
-            }
-        };
-        inner.writer = None;
+        let staging = inner.writer(&session.id)?.close_for_commit().await;
+        let staging = inner.checked(staging)?;
+        inner.end(Ended::Closed);
         inner.handle_issued = true;
-        inner.ended = Some(Error::FailedPrecondition(format!(
-            "session {} was closed for commit; commit its handle instead of writing",
-            session.id
-        )));
         let body = handle_body(&session, &inner, HandleKind::Commit, staging);
         self.update_staging(&session.staging_id, &session.target, |r| {
             r.owner_session.clear()
         })?;
-        self.state.put_session(
-            &session.id,
-            &session_record(
-                &session.target,
-                &session.staging_id,
-                SessionStatus::Closed,
-                inner.position,
-            ),
-        )?;
+        self.record_end(&session, &inner)?;
         self.state.flush().await?;
         self.remove_session(&session.id);
         tracing::info!(session = %session.id, target = %session.target, size = inner.position, "closed for commit");
@@ -332,23 +346,12 @@ impl Gateway {
         let _staging = self.staging_locks.lock(&session.staging_id).await;
         let mut inner = session.inner.lock().await;
         let writer = inner.writer.take();
-        inner.ended = Some(Error::FailedPrecondition(format!(
-            "session {} was aborted; recover from your last handle or open the file anew",
-            session.id
-        )));
+        inner.end(Ended::Aborted);
         self.remove_session(&session.id);
         self.update_staging(&session.staging_id, &session.target, |r| {
             r.owner_session.clear()
         })?;
-        self.state.put_session(
-            &session.id,
-            &session_record(
-                &session.target,
-                &session.staging_id,
-                SessionStatus::Aborted,
-                inner.position,
-            ),
-        )?;
+        self.record_end(&session, &inner)?;
         if let Some(writer) = writer
             && !inner.handle_issued
             && let Err(e) = writer.discard().await
@@ -494,25 +497,26 @@ impl Gateway {
         let session = self.sessions.lock().unwrap().remove(&owner);
         if let Some(session) = session {
             let mut inner = session.inner.lock().await;
-            inner.writer = None;
-            inner.ended = Some(Error::FailedPrecondition(format!(
-                "session {owner} was taken over by a Recover or Commit of its staged file; continue there"
-            )));
-            self.state.put_session(
-                &owner,
-                &SessionRecord {
-                    superseded_by: by.to_string(),
-                    ..session_record(
-                        &session.target,
-                        &session.staging_id,
-                        SessionStatus::Superseded,
-                        inner.position,
-                    )
-                },
-            )?;
+            inner.end(Ended::Superseded(by.to_string()));
+            self.record_end(&session, &inner)?;
             tracing::info!(session = %owner, "superseded");
         }
         Ok(())
+    }
+
+    /// Records in sled how a session ended.
+    fn record_end(&self, session: &Session, inner: &SessionInner) -> Result<()> {
+        let ended = inner.ended.as_ref().unwrap_or(&Ended::Aborted);
+        let mut record = session_record(
+            &session.target,
+            &session.staging_id,
+            ended.status(),
+            inner.position,
+        );
+        if let Ended::Superseded(by) = ended {
+            record.superseded_by = by.clone();
+        }
+        self.state.put_session(&session.id, &record)
     }
 
     fn update_staging(
@@ -595,7 +599,7 @@ impl WriteGuard {
     pub async fn append(&self, offset: u64, data: Bytes) -> Result<u64> {
         let session = &self.session;
         let mut inner = session.inner.lock().await;
-        inner.writer()?;
+        inner.writer(&session.id)?;
         let position = inner.position;
         let end = offset.checked_add(data.len() as u64).ok_or_else(|| {
             Error::OutOfRange(format!(
@@ -616,10 +620,8 @@ impl WriteGuard {
         let fresh = data.slice((position - offset) as usize..);
         let crc = crc32c::crc32c_append(inner.crc, &fresh);
         let len = fresh.len() as u64;
-        if let Err(e) = inner.writer()?.write(fresh).await {
-            inner.fail(&session.id, &e);
-            return Err(e);
-        }
+        let written = inner.writer(&session.id)?.write(fresh).await;
+        inner.checked(written)?;
         inner.crc = crc;
         inner.position = end;
         debug_assert_eq!(end, position + len);
