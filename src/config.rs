@@ -39,6 +39,98 @@ pub const KNOWN_KEYS: &[(&str, &str)] = &[
         "parts of one memory:// session uploaded at once; default 4",
     ),
     (
+        "s3.endpoint",
+        "S3 endpoint URL (e.g. http://127.0.0.1:9000 for MinIO or moto); default AWS",
+    ),
+    (
+        "s3.region",
+        "S3 region; default from AWS_REGION or us-east-1",
+    ),
+    (
+        "s3.access-key",
+        "S3 access key id; default from AWS_ACCESS_KEY_ID",
+    ),
+    (
+        "s3.secret-key",
+        "S3 secret access key; default from AWS_SECRET_ACCESS_KEY",
+    ),
+    (
+        "s3.path.style.access",
+        "true: bucket in the path (MinIO, moto); false: virtual-hosted (AWS default)",
+    ),
+    (
+        "s3.upload.min.part.size",
+        "part size of s3:// uploads, at least 5mb (S3's minimum); default 5mb",
+    ),
+    (
+        "s3.upload.max.concurrent.uploads",
+        "parts of one s3:// session uploaded at once; default 4",
+    ),
+    (
+        "fs.oss.endpoint",
+        "OSS endpoint, e.g. https://oss-cn-hangzhou.aliyuncs.com; buckets are reached virtual-hosted",
+    ),
+    ("fs.oss.accessKeyId", "OSS access key id"),
+    ("fs.oss.accessKeySecret", "OSS access key secret"),
+    (
+        "fs.oss.region",
+        "OSS region for request signing; default: the endpoint's first label (oss-cn-hangzhou)",
+    ),
+    (
+        "fs.oss.proxy.host",
+        "HTTP proxy host for OSS requests (with fs.oss.proxy.port)",
+    ),
+    ("fs.oss.proxy.port", "HTTP proxy port for OSS requests"),
+    (
+        "oss.upload.min.part.size",
+        "part size of oss:// uploads, at least 100kb; default 5mb",
+    ),
+    (
+        "oss.upload.max.concurrent.uploads",
+        "parts of one oss:// session uploaded at once; default 4",
+    ),
+    (
+        "gs.endpoint",
+        "GCS base URL (an emulator such as http://127.0.0.1:9023); default Google",
+    ),
+    (
+        "gs.service-account-file",
+        "service account JSON file; default from GOOGLE_APPLICATION_CREDENTIALS",
+    ),
+    (
+        "gs.upload.min.part.size",
+        "part size of gs:// uploads (XML multipart API), at least 5mb; default 5mb",
+    ),
+    (
+        "gs.upload.max.concurrent.uploads",
+        "parts of one gs:// session uploaded at once; default 4",
+    ),
+    (
+        "azure.account.name",
+        "Azure storage account (az://, abfs://, abfss://)",
+    ),
+    ("azure.account.key", "Azure storage account key"),
+    (
+        "azure.endpoint",
+        "Azure blob endpoint, e.g. http://127.0.0.1:10000/devstoreaccount1 for Azurite; default https://<account>.blob.core.windows.net",
+    ),
+    (
+        "azure.upload.min.part.size",
+        "block size of Azure uploads; default 5mb",
+    ),
+    (
+        "azure.upload.max.concurrent.uploads",
+        "blocks of one Azure session uploaded at once; default 4",
+    ),
+    (
+        "janitor.ttl",
+        "age after which abandoned uploads, tail objects and temp files are removed (e.g. 7d, 12h, 30min, 500ms); default 7d",
+    ),
+    (
+        "janitor.interval",
+        "how often the janitor looks; default 1h (or the TTL when shorter)",
+    ),
+    (
         "handle.signing.key",
         "secret that signs handles (hex, at least 32 bytes); default: a key generated in the data dir",
     ),
@@ -68,6 +160,55 @@ impl Default for UploadConfig {
     }
 }
 
+/// An S3-compatible store (`s3://`, `s3a://`, and `oss://` through OSS's
+/// S3 API).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct S3Config {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub access_key: Option<String>,
+    pub secret_key: Option<String>,
+    /// Bucket in the path rather than in the host name.
+    pub path_style: bool,
+    /// Every bucket is reached at `<scheme>://<bucket>.<endpoint host>` (OSS).
+    pub virtual_hosted: bool,
+    pub proxy_url: Option<String>,
+    pub upload: UploadConfig,
+}
+
+/// Google Cloud Storage (`gs://`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GcsConfig {
+    pub endpoint: Option<String>,
+    pub service_account_file: Option<String>,
+    pub upload: UploadConfig,
+}
+
+/// Azure Blob Storage (`az://`, `abfs://`, `abfss://`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AzureConfig {
+    pub account: Option<String>,
+    pub key: Option<String>,
+    pub endpoint: Option<String>,
+    pub upload: UploadConfig,
+}
+
+/// The janitor's schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JanitorConfig {
+    pub ttl: std::time::Duration,
+    pub interval: std::time::Duration,
+}
+
+impl Default for JanitorConfig {
+    fn default() -> Self {
+        JanitorConfig {
+            ttl: std::time::Duration::from_secs(7 * 24 * 3600),
+            interval: std::time::Duration::from_secs(3600),
+        }
+    }
+}
+
 /// Where the handle-signing key comes from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SigningConfig {
@@ -83,6 +224,13 @@ pub struct Config {
     /// Roots for `file://`; empty means `<data-dir>/files`.
     pub file_roots: Vec<PathBuf>,
     pub memory: UploadConfig,
+    /// Cloud stores: `None` when their keys are absent (the scheme is then
+    /// not served).
+    pub s3: Option<S3Config>,
+    pub oss: Option<S3Config>,
+    pub gcs: Option<GcsConfig>,
+    pub azure: Option<AzureConfig>,
+    pub janitor: JanitorConfig,
     pub signing: SigningConfig,
     /// Keys present but not understood, reported at start-up.
     pub unknown_keys: Vec<String>,
@@ -143,17 +291,70 @@ impl Config {
                 )));
             }
         }
-        if let Some(v) = raw.remove("memory.upload.min.part.size") {
-            config.memory.part_size = parse_memory_size("memory.upload.min.part.size", &v)?;
-            if config.memory.part_size == 0 {
-                return Err(Error::InvalidArgument(
-                    "memory.upload.min.part.size must be at least 1 byte".into(),
-                ));
-            }
+        config.memory = upload_config(&mut raw, "memory", 1)?;
+        if has_prefix(&raw, &["s3."]) {
+            config.s3 = Some(S3Config {
+                endpoint: raw.remove("s3.endpoint"),
+                region: raw.remove("s3.region"),
+                access_key: raw.remove("s3.access-key"),
+                secret_key: raw.remove("s3.secret-key"),
+                path_style: parse_bool(&mut raw, "s3.path.style.access")?.unwrap_or(false),
+                virtual_hosted: false,
+                proxy_url: None,
+                upload: upload_config(&mut raw, "s3", S3_MIN_PART_SIZE)?,
+            });
         }
-        if let Some(v) = raw.remove("memory.upload.max.concurrent.uploads") {
-            config.memory.max_concurrent_uploads =
-                parse_positive("memory.upload.max.concurrent.uploads", &v)?;
+        if has_prefix(&raw, &["fs.oss.", "oss."]) {
+            let endpoint = raw.remove("fs.oss.endpoint").ok_or_else(|| {
+                Error::InvalidArgument(
+                    "oss:// needs fs.oss.endpoint, e.g. https://oss-cn-hangzhou.aliyuncs.com"
+                        .into(),
+                )
+            })?;
+            let proxy_url = match (
+                raw.remove("fs.oss.proxy.host"),
+                raw.remove("fs.oss.proxy.port"),
+            ) {
+                (Some(host), Some(port)) => Some(format!("http://{host}:{port}")),
+                (None, None) => None,
+                _ => {
+                    return Err(Error::InvalidArgument(
+                        "set both fs.oss.proxy.host and fs.oss.proxy.port, or neither".into(),
+                    ));
+                }
+            };
+            config.oss = Some(S3Config {
+                region: raw.remove("fs.oss.region"),
+                endpoint: Some(endpoint),
+                access_key: raw.remove("fs.oss.accessKeyId"),
+                secret_key: raw.remove("fs.oss.accessKeySecret"),
+                path_style: false,
+                virtual_hosted: true,
+                proxy_url,
+                upload: upload_config(&mut raw, "oss", OSS_MIN_PART_SIZE)?,
+            });
+        }
+        if has_prefix(&raw, &["gs."]) {
+            config.gcs = Some(GcsConfig {
+                endpoint: raw.remove("gs.endpoint"),
+                service_account_file: raw.remove("gs.service-account-file"),
+                upload: upload_config(&mut raw, "gs", S3_MIN_PART_SIZE)?,
+            });
+        }
+        if has_prefix(&raw, &["azure."]) {
+            config.azure = Some(AzureConfig {
+                account: raw.remove("azure.account.name"),
+                key: raw.remove("azure.account.key"),
+                endpoint: raw.remove("azure.endpoint"),
+                upload: upload_config(&mut raw, "azure", 1)?,
+            });
+        }
+        if let Some(v) = raw.remove("janitor.ttl") {
+            config.janitor.ttl = parse_duration("janitor.ttl", &v)?;
+        }
+        match raw.remove("janitor.interval") {
+            Some(v) => config.janitor.interval = parse_duration("janitor.interval", &v)?,
+            None => config.janitor.interval = config.janitor.interval.min(config.janitor.ttl),
         }
         let key_file = raw.remove("handle.signing.key-file");
         let key = raw.remove("handle.signing.key");
@@ -176,6 +377,78 @@ impl Config {
         config.unknown_keys = raw.into_keys().collect();
         Ok(config)
     }
+}
+
+/// S3 refuses non-final parts under 5 MiB (GCS's XML API too).
+pub const S3_MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+/// OSS refuses non-final parts under 100 KB.
+pub const OSS_MIN_PART_SIZE: u64 = 100 * 1024;
+
+fn has_prefix(raw: &BTreeMap<String, String>, prefixes: &[&str]) -> bool {
+    raw.keys()
+        .any(|k| prefixes.iter().any(|p| k.starts_with(p)))
+}
+
+/// `<prefix>.upload.min.part.size` (at least `min`) and
+/// `<prefix>.upload.max.concurrent.uploads`.
+fn upload_config(
+    raw: &mut BTreeMap<String, String>,
+    prefix: &str,
+    min: u64,
+) -> Result<UploadConfig> {
+    let mut upload = UploadConfig::default();
+    let size_key = format!("{prefix}.upload.min.part.size");
+    if let Some(v) = raw.remove(&size_key) {
+        upload.part_size = parse_memory_size(&size_key, &v)?;
+        if upload.part_size < min.max(1) {
+            return Err(Error::InvalidArgument(format!(
+                "{size_key} is {} bytes; this store needs at least {} bytes per part",
+                upload.part_size,
+                min.max(1)
+            )));
+        }
+    }
+    let count_key = format!("{prefix}.upload.max.concurrent.uploads");
+    if let Some(v) = raw.remove(&count_key) {
+        upload.max_concurrent_uploads = parse_positive(&count_key, &v)?;
+    }
+    Ok(upload)
+}
+
+fn parse_bool(raw: &mut BTreeMap<String, String>, key: &str) -> Result<Option<bool>> {
+    match raw.remove(key).as_deref().map(str::trim) {
+        None => Ok(None),
+        Some("true") => Ok(Some(true)),
+        Some("false") => Ok(Some(false)),
+        Some(other) => Err(Error::InvalidArgument(format!(
+            "{key}: {other:?} is not true or false"
+        ))),
+    }
+}
+
+/// Parses a duration: a number and a unit (`ms`, `s`, `min`/`m`, `h`, `d`).
+pub fn parse_duration(key: &str, value: &str) -> Result<std::time::Duration> {
+    let value = value.trim();
+    let split = value
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(value.len());
+    let (digits, unit) = value.split_at(split);
+    let bad = || {
+        Error::InvalidArgument(format!(
+            "{key}: {value:?} is not a duration such as 500ms, 30s, 10min, 12h or 7d"
+        ))
+    };
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let millis = match unit.trim() {
+        "ms" => 1,
+        "s" | "" => 1000,
+        "m" | "min" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(bad()),
+    };
+    let total = n.checked_mul(millis).filter(|ms| *ms > 0).ok_or_else(bad)?;
+    Ok(std::time::Duration::from_millis(total))
 }
 
 /// The environment variable that overrides `key`.
@@ -345,8 +618,48 @@ mod tests {
     }
 
     #[test]
+    fn cloud_schemes_are_served_only_when_configured() {
+        let none = Config::from_yaml("").unwrap();
+        assert!(
+            none.s3.is_none() && none.oss.is_none() && none.gcs.is_none() && none.azure.is_none()
+        );
+        let c = Config::from_yaml(
+            "s3.endpoint: http://127.0.0.1:9000\ns3.path.style.access: true\ns3.upload.min.part.size: 8mb\n\
+             fs.oss.endpoint: https://oss-cn-hangzhou.aliyuncs.com\noss.upload.min.part.size: 100kb\n",
+        )
+        .unwrap();
+        let s3 = c.s3.unwrap();
+        assert!(s3.path_style && !s3.virtual_hosted);
+        assert_eq!(s3.upload.part_size, 8 << 20);
+        let oss = c.oss.unwrap();
+        assert!(oss.virtual_hosted);
+        assert_eq!(oss.upload.part_size, 100 << 10);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("k", "7d").unwrap().as_secs(), 7 * 86_400);
+        assert_eq!(parse_duration("k", "500ms").unwrap().as_millis(), 500);
+        assert_eq!(parse_duration("k", "10 min").unwrap().as_secs(), 600);
+        assert!(parse_duration("k", "0s").is_err());
+        assert!(parse_duration("k", "soon").is_err());
+        let c = Config::from_yaml("janitor.ttl: 2s\n").unwrap();
+        assert_eq!(
+            c.janitor.interval.as_secs(),
+            2,
+            "interval defaults to at most the TTL"
+        );
+    }
+
+    #[test]
     fn bad_values_are_start_up_errors() {
         for bad in [
+            "s3.upload.min.part.size: 1mb",
+            "oss.upload.min.part.size: 99kb",
+            "fs.oss.accessKeyId: x",
+            "fs.oss.endpoint: https://e\nfs.oss.proxy.host: h",
+            "s3.path.style.access: maybe",
+            "janitor.ttl: forever",
             "fs.default-scheme: nowhere",
             "memory.upload.min.part.size: 0",
             "memory.upload.max.concurrent.uploads: 0",

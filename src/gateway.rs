@@ -16,7 +16,9 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-use crate::backend::{Backend, BackendCapabilities, Registry, StagedWriter, Staging};
+use crate::backend::{
+    Backend, BackendCapabilities, Registry, Removed, StagedWriter, Staging, staging_location,
+};
 use crate::error::{Error, Result};
 use crate::handle::HandleKeys;
 use crate::location::{DefaultScheme, Location};
@@ -156,6 +158,73 @@ impl Gateway {
         self.sessions.lock().unwrap().len()
     }
 
+    /// Removes staging that nothing can use any more: every staging record
+    /// untouched for `ttl` whose session is not live here, with what it
+    /// staged (temp file, or upload and tail objects), and old session
+    /// records. Returns what it removed.
+    pub async fn sweep(&self, ttl: std::time::Duration) -> Result<Removed> {
+        let before = now_ms().saturating_sub(ttl.as_millis() as u64);
+        let mut removed = Removed::default();
+        for (id, record) in self.state.stagings_before(before)? {
+            let _staging = self.staging_locks.lock(&id).await;
+            if self
+                .sessions
+                .lock()
+                .unwrap()
+                .contains_key(&record.owner_session)
+            {
+                continue;
+            }
+            // Re-read under the lock: a Recover may have just taken it.
+            match self.state.staging(&id)? {
+                Some(current) if current.updated_ms < before => {}
+                _ => continue,
+            }
+            let target = match Location::resolve(&record.target, &self.default_scheme) {
+                Ok(t) => t,
+                Err(_) => {
+                    self.state.remove_staging(&id)?;
+                    continue;
+                }
+            };
+            let Ok(backend) = self.registry.get(&target.scheme) else {
+                // Its scheme is no longer configured: keep the record, so
+                // the staging is removed once the scheme is back.
+                continue;
+            };
+            let result = if record.committed_size.is_some() {
+                // Published: only tails that the commit failed to remove.
+                backend
+                    .remove_artefacts(&target, &record.tails)
+                    .await
+                    .map(|tails| Removed {
+                        tails,
+                        ..Removed::default()
+                    })
+            } else {
+                backend
+                    .remove_staging(&target, &record.location, &record.tails)
+                    .await
+            };
+            match result {
+                Ok(r) => {
+                    removed += r;
+                    self.state.remove_staging(&id)?;
+                }
+                Err(e) => {
+                    tracing::warn!(target = %target, error = %e, "janitor could not remove a staging; will try again")
+                }
+            }
+        }
+        for (id, _) in self.state.sessions_before(before)? {
+            if !self.sessions.lock().unwrap().contains_key(&id) {
+                self.state.remove_session(&id)?;
+            }
+        }
+        self.state.flush().await?;
+        Ok(removed)
+    }
+
     /// Flushes the state store (at shutdown).
     pub async fn flush(&self) -> Result<()> {
         self.state.flush().await
@@ -190,7 +259,7 @@ impl Gateway {
                 owner_session: id.clone(),
                 created_ms: now,
                 updated_ms: now,
-                location: writer.staging_id().to_string(),
+                location: writer.location().to_string(),
                 ..Default::default()
             },
         )?;
@@ -384,7 +453,7 @@ impl Gateway {
                 target: target.to_string(),
                 epoch: body.epoch,
                 created_ms: now_ms(),
-                location: body.staging_id.clone(),
+                location: staging_location(&body),
                 ..Default::default()
             });
         if let Some(size) = record.committed_size {
@@ -444,6 +513,13 @@ impl Gateway {
         let (target, backend) = self.resolve(&body.target)?;
         let _staging = self.staging_locks.lock(&body.staging_id).await;
         let mut record = self.state.staging(&body.staging_id)?;
+        if let Some(committed) = record.as_ref().and_then(|r| r.committed_size) {
+            // This replica published this staging already: its upload or
+            // temp file is consumed, so only the target can answer.
+            let size = settle_repeated_commit(&*backend, &target, &body, committed, after_recovery)
+                .await?;
+            return Ok((target, size));
+        }
         if let Some(record) = record.as_mut() {
             self.fence(record, "").await?;
         }
@@ -451,7 +527,7 @@ impl Gateway {
         let mut record = record.unwrap_or_else(|| StagingRecord {
             target: target.to_string(),
             created_ms: now_ms(),
-            location: body.staging_id.clone(),
+            location: staging_location(&body),
             ..Default::default()
         });
         record.committed_size = Some(size);
@@ -527,13 +603,38 @@ impl Gateway {
     ) -> Result<()> {
         let mut record = self.state.staging(id)?.unwrap_or_else(|| StagingRecord {
             target: target.to_string(),
-            location: id.to_string(),
+            location: String::new(),
             created_ms: now_ms(),
             ..Default::default()
         });
         change(&mut record);
         record.updated_ms = now_ms();
         self.state.put_staging(id, &record)
+    }
+}
+
+/// A Commit of a staging that was already published (DESIGN.md 1.3): with
+/// `after_recovery` it succeeds when the target still has the handle's size;
+/// without it, the target is in the way.
+async fn settle_repeated_commit(
+    backend: &dyn Backend,
+    target: &Location,
+    body: &HandleBody,
+    committed: u64,
+    after_recovery: bool,
+) -> Result<u64> {
+    match backend.target_size(target).await? {
+        Some(_) if !after_recovery => Err(Error::AlreadyExists(format!(
+            "{target} already exists: this file was committed before ({committed} bytes); commit with after_recovery=true to confirm a retry"
+        ))),
+        Some(size) if size == body.position => Ok(size),
+        Some(size) => Err(Error::FailedPrecondition(format!(
+            "cannot commit {target}: it was committed with {committed} bytes from this staging and now holds {size}, not the handle's {}",
+            body.position
+        ))),
+        None => Err(Error::FailedPrecondition(format!(
+            "cannot commit {target}: neither the target nor the staging exists (this file was committed with {committed} bytes, and the target has been removed since)"
+        ))),
     }
 }
 

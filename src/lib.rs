@@ -13,6 +13,7 @@
 //!   multipart machinery object stores share).
 //! - [`handle`]: signed, versioned, self-contained handles.
 //! - [`state`]: sled records that outlive a restart.
+//! - [`janitor`]: removes abandoned uploads, tail objects and temp files.
 //! - [`location`]: target URIs and the default scheme.
 //! - [`config`]: Flink-style YAML keys and their environment overrides.
 //! - [`error`]: the domain error type.
@@ -23,6 +24,7 @@ pub mod config;
 pub mod error;
 pub mod gateway;
 pub mod handle;
+pub mod janitor;
 pub mod location;
 pub mod server;
 pub mod state;

@@ -72,7 +72,10 @@ impl Location {
     }
 
     fn from_parts(scheme: &str, authority: &str, path: &str, raw: &str) -> Result<Location> {
-        if authority.contains(['@', '?', '#']) || path.contains(['?', '#']) {
+        // abfs[s]://container@account.dfs.core.windows.net is the one
+        // scheme whose authority legitimately holds an '@'.
+        let user_info = authority.contains('@') && !matches!(scheme, "abfs" | "abfss");
+        if user_info || authority.contains(['?', '#']) || path.contains(['?', '#']) {
             return Err(Error::InvalidArgument(format!(
                 "{raw:?}: user info, queries and fragments are not part of a target path; remove them"
             )));

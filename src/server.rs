@@ -17,10 +17,11 @@ use crate::backend::Registry;
 use crate::backend::file::FileBackend;
 use crate::backend::memory::MemoryStores;
 use crate::backend::object::ObjectBackend;
-use crate::config::Config;
+use crate::config::{Config, JanitorConfig};
 use crate::error::{Error, Result};
 use crate::gateway::Gateway;
 use crate::handle::HandleKeys;
+use crate::janitor::JanitorTotals;
 use crate::proto::storage_gateway_server::StorageGatewayServer;
 use crate::state::StateStore;
 
@@ -47,6 +48,9 @@ impl ServerOptions {
 /// A gateway ready to serve.
 pub struct Server {
     pub gateway: Arc<Gateway>,
+    pub janitor: JanitorConfig,
+    /// What the janitor removed since start.
+    pub janitor_totals: Arc<JanitorTotals>,
 }
 
 impl Server {
@@ -82,13 +86,50 @@ impl Server {
                 false,
             )),
         );
+        register_cloud(&mut registry, config);
         for key in &config.unknown_keys {
             tracing::warn!(key = %key, "unknown configuration key ignored (see `sluice keys` for the known ones)");
         }
         let gateway = Gateway::new(registry, config.default_scheme.clone(), keys, state);
         Ok(Server {
             gateway: Arc::new(gateway),
+            janitor: config.janitor,
+            janitor_totals: Arc::default(),
         })
+    }
+}
+
+/// Registers the cloud schemes whose keys are configured.
+fn register_cloud(registry: &mut Registry, config: &Config) {
+    use crate::backend::cloud::{AzureStores, GcsStores, S3Stores};
+    if let Some(s3) = &config.s3 {
+        for scheme in ["s3", "s3a"] {
+            let stores = Arc::new(S3Stores::new(scheme, s3.clone()));
+            registry.register(
+                scheme,
+                Arc::new(ObjectBackend::new(stores, s3.upload, true)),
+            );
+        }
+    }
+    if let Some(oss) = &config.oss {
+        let stores = Arc::new(S3Stores::new("oss", oss.clone()));
+        registry.register(
+            "oss",
+            Arc::new(ObjectBackend::new(stores, oss.upload, true)),
+        );
+    }
+    if let Some(gcs) = &config.gcs {
+        let stores = Arc::new(GcsStores::new(gcs.clone()));
+        registry.register("gs", Arc::new(ObjectBackend::new(stores, gcs.upload, true)));
+    }
+    if let Some(azure) = &config.azure {
+        for scheme in ["az", "abfs", "abfss"] {
+            let stores = Arc::new(AzureStores::new(scheme, azure.clone()));
+            registry.register(
+                scheme,
+                Arc::new(ObjectBackend::new(stores, azure.upload, true)),
+            );
+        }
     }
 }
 
@@ -117,6 +158,11 @@ pub async fn run(
     let api = StorageGatewayServer::new(GatewayApi::new(server.gateway.clone()))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
+    let janitor = tokio::spawn(crate::janitor::run(
+        server.gateway.clone(),
+        server.janitor,
+        server.janitor_totals.clone(),
+    ));
     let addr = listener
         .local_addr()
         .map_err(|e| Error::Internal(format!("the listener has no address: {e}")))?;
@@ -131,6 +177,7 @@ pub async fn run(
     health
         .set_not_serving::<StorageGatewayServer<GatewayApi>>()
         .await;
+    janitor.abort();
     server.gateway.flush().await?;
     result.map_err(|e| Error::Internal(format!("the gRPC server failed: {e}")))
 }

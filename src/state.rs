@@ -58,6 +58,26 @@ impl StateStore {
         Ok(())
     }
 
+    /// Staging records last changed before `before_ms`.
+    pub fn stagings_before(&self, before_ms: u64) -> Result<Vec<(String, StagingRecord)>> {
+        older(&self.stagings, before_ms, |r: &StagingRecord| r.updated_ms)
+    }
+
+    /// Session records last changed before `before_ms`.
+    pub fn sessions_before(&self, before_ms: u64) -> Result<Vec<(String, SessionRecord)>> {
+        older(&self.sessions, before_ms, |r: &SessionRecord| r.updated_ms)
+    }
+
+    pub fn remove_staging(&self, id: &str) -> Result<()> {
+        self.stagings.remove(id)?;
+        Ok(())
+    }
+
+    pub fn remove_session(&self, id: &str) -> Result<()> {
+        self.sessions.remove(id)?;
+        Ok(())
+    }
+
     /// Makes every change so far durable.
     pub async fn flush(&self) -> Result<()> {
         self.db.flush_async().await?;
@@ -72,6 +92,26 @@ fn get<M: Message + Default>(tree: &sled::Tree, id: &str) -> Result<Option<M>> {
             .map(Some)
             .map_err(|e| Error::Internal(format!("state record {id:?} does not decode: {e}"))),
     }
+}
+
+fn older<M: Message + Default>(
+    tree: &sled::Tree,
+    before_ms: u64,
+    updated: impl Fn(&M) -> u64,
+) -> Result<Vec<(String, M)>> {
+    let mut out = Vec::new();
+    for entry in tree.iter() {
+        let (key, value) = entry?;
+        let key = String::from_utf8_lossy(&key).into_owned();
+        match M::decode(value.as_ref()) {
+            Ok(record) if updated(&record) < before_ms => out.push((key, record)),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(record = %key, error = %e, "skipping a state record that does not decode")
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Milliseconds since the Unix epoch.

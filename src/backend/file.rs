@@ -15,10 +15,13 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{Backend, BackendCapabilities, StagedWriter, Staging, expect_staging};
+use super::{Backend, BackendCapabilities, Removed, StagedWriter, Staging, expect_staging};
 use crate::error::{Error, Result};
 use crate::location::Location;
 use crate::proto::{FileStaging, HandleBody};
+
+/// Staging ids of temp files are this prefix and the temp file's path.
+const STAGING_PREFIX: &str = "file:";
 
 /// Writes smaller than this are gathered before they reach the kernel.
 const WRITE_BUFFER: usize = 1024 * 1024;
@@ -197,6 +200,35 @@ impl Backend for FileBackend {
         .await?
     }
 
+    async fn target_size(&self, target: &Location) -> Result<Option<u64>> {
+        let path = self.local_path(target)?;
+        match tokio::fs::metadata(&path).await {
+            Ok(meta) => Ok(Some(meta.len())),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_error(e, &format!("checking {target}"))),
+        }
+    }
+
+    async fn remove_staging(
+        &self,
+        _target: &Location,
+        location: &str,
+        _artefacts: &[String],
+    ) -> Result<Removed> {
+        if location.is_empty() {
+            return Ok(Removed::default());
+        }
+        let temp = location;
+        match tokio::fs::remove_file(temp).await {
+            Ok(()) => Ok(Removed {
+                temp_files: 1,
+                ..Removed::default()
+            }),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(Removed::default()),
+            Err(e) => Err(io_error(e, &format!("removing {temp}"))),
+        }
+    }
+
     async fn cleanup(&self, _target: &Location, handle: &HandleBody) -> Result<bool> {
         // Every handle of a file shares its one temp file: nothing belongs to
         // one handle alone, so there is never anything to remove.
@@ -345,12 +377,15 @@ struct FileWriter {
     /// Small writes gathered until `WRITE_BUFFER` bytes.
     buffer: Vec<u8>,
     staging_id: String,
+    /// The temp file's path as text.
+    location: String,
 }
 
 impl FileWriter {
     fn new(temp: PathBuf, file: File) -> FileWriter {
         FileWriter {
-            staging_id: format!("file:{}", temp.display()),
+            staging_id: format!("{STAGING_PREFIX}{}", temp.display()),
+            location: temp.display().to_string(),
             temp,
             file: Some(Arc::new(file)),
             buffer: Vec::new(),
@@ -401,6 +436,10 @@ impl FileWriter {
 impl StagedWriter for FileWriter {
     fn staging_id(&self) -> &str {
         &self.staging_id
+    }
+
+    fn location(&self) -> &str {
+        &self.location
     }
 
     async fn write(&mut self, data: Bytes) -> Result<()> {

@@ -125,8 +125,11 @@ impl MultipartStore for MemoryUploads {
     }
 
     async fn abort_multipart(&self, _path: &Path, id: &MultipartId) -> object_store::Result<()> {
-        self.uploads.lock().unwrap().remove(id);
-        Ok(())
+        // As S3 answers NoSuchUpload for an upload that is not there.
+        match self.uploads.lock().unwrap().remove(id) {
+            Some(_) => Ok(()),
+            None => Err(Self::no_such_upload(id)),
+        }
     }
 }
 

@@ -9,6 +9,8 @@
 //! - `file`: [`file::FileBackend`], a hidden temp file renamed on commit.
 //! - `memory`: [`object::ObjectBackend`] over [`memory::MemoryUploads`], the
 //!   same multipart code the cloud stores use, in process.
+//! - `s3`, `s3a`, `oss`, `gs`, `az`, `abfs`, `abfss`: [`object::ObjectBackend`]
+//!   over the stores of [`cloud`], registered when configured.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use crate::location::Location;
 use crate::proto::HandleBody;
 pub use crate::proto::handle_body::Staging;
 
+pub mod cloud;
 pub mod file;
 pub mod memory;
 pub mod object;
@@ -64,9 +67,21 @@ pub trait Backend: Send + Sync {
         after_recovery: bool,
     ) -> Result<u64>;
 
+    /// Size of the published target, `None` when there is none.
+    async fn target_size(&self, target: &Location) -> Result<Option<u64>>;
+
     /// Removes what only this resume handle references; `true` when it
     /// removed something.
     async fn cleanup(&self, target: &Location, handle: &HandleBody) -> Result<bool>;
+
+    /// Removes an abandoned staging: its temp file, or its upload and the
+    /// tail objects recorded for it. `location` is [`StagedWriter::location`].
+    async fn remove_staging(
+        &self,
+        target: &Location,
+        location: &str,
+        artefacts: &[String],
+    ) -> Result<Removed>;
 
     /// Deletes staging artefacts recorded for a staging (tail objects) once
     /// nothing can use them any more; returns how many it removed.
@@ -75,11 +90,31 @@ pub trait Backend: Send + Sync {
     }
 }
 
+/// What the janitor removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Removed {
+    pub uploads: usize,
+    pub tails: usize,
+    pub temp_files: usize,
+}
+
+impl std::ops::AddAssign for Removed {
+    fn add_assign(&mut self, other: Removed) {
+        self.uploads += other.uploads;
+        self.tails += other.tails;
+        self.temp_files += other.temp_files;
+    }
+}
+
 /// One file being staged.
 #[async_trait]
 pub trait StagedWriter: Send {
-    /// Stable name of the staging (temp file, upload): the sled key.
+    /// Stable, unique name of the staging: the sled key and lock name.
     fn staging_id(&self) -> &str;
+
+    /// Where the staging lives, for the janitor: the temp file's path, or
+    /// the upload id.
+    fn location(&self) -> &str;
 
     /// Appends bytes (the gateway has already applied offsets).
     async fn write(&mut self, data: Bytes) -> Result<()>;
@@ -123,6 +158,15 @@ impl Registry {
 
     pub fn schemes(&self) -> impl Iterator<Item = &str> {
         self.backends.keys().map(String::as_str)
+    }
+}
+
+/// Where a handle's staging lives (see [`StagedWriter::location`]).
+pub fn staging_location(handle: &HandleBody) -> String {
+    match &handle.staging {
+        Some(Staging::File(f)) => f.temp_path.clone(),
+        Some(Staging::Multipart(m)) => m.upload_id.clone(),
+        None => String::new(),
     }
 }
 

@@ -20,7 +20,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use tokio::task::JoinSet;
 
-use super::{Backend, BackendCapabilities, StagedWriter, Staging, expect_staging};
+use super::{Backend, BackendCapabilities, Removed, StagedWriter, Staging, expect_staging};
 use crate::config::UploadConfig;
 use crate::error::{Error, Result};
 use crate::location::Location;
@@ -84,10 +84,14 @@ impl Backend for ObjectBackend {
             .create_multipart(&path)
             .await
             .map_err(|e| store_error(e, &format!("starting an upload for {target}")))?;
+        // Unique per file: some stores (Azure) have no upload id to tell
+        // two uploads in one container apart.
+        let staging_id = format!("{target}#{}", uuid::Uuid::new_v4());
         Ok(Box::new(ObjectWriter::new(
             stores,
             target,
             path,
+            staging_id,
             upload_id,
             Vec::new(),
             None,
@@ -112,6 +116,7 @@ impl Backend for ObjectBackend {
             stores,
             target,
             path,
+            handle.staging_id.clone(),
             staging.upload_id.clone(),
             staging.parts.clone(),
             tail,
@@ -194,6 +199,11 @@ impl Backend for ObjectBackend {
         Ok(position)
     }
 
+    async fn target_size(&self, target: &Location) -> Result<Option<u64>> {
+        let stores = self.resolver.resolve(&target.authority)?;
+        existing_size(&stores, &object_path(target)?, target).await
+    }
+
     async fn cleanup(&self, target: &Location, handle: &HandleBody) -> Result<bool> {
         let staging = expect_staging(handle, multipart_staging)?;
         let Some(tail) = &staging.tail else {
@@ -215,6 +225,29 @@ impl Backend for ObjectBackend {
                 )),
             },
         }
+    }
+
+    async fn remove_staging(
+        &self,
+        target: &Location,
+        location: &str,
+        artefacts: &[String],
+    ) -> Result<Removed> {
+        let mut removed = Removed::default();
+        if !location.is_empty() {
+            let stores = self.resolver.resolve(&target.authority)?;
+            match stores
+                .uploads
+                .abort_multipart(&object_path(target)?, &location.to_string())
+                .await
+            {
+                Ok(()) => removed.uploads = 1,
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(store_error(e, &format!("aborting an upload of {target}"))),
+            }
+        }
+        removed.tails = self.remove_artefacts(target, artefacts).await?;
+        Ok(removed)
     }
 
     async fn remove_artefacts(&self, target: &Location, artefacts: &[String]) -> Result<usize> {
@@ -387,10 +420,12 @@ struct ObjectWriter {
 }
 
 impl ObjectWriter {
+    #[allow(clippy::too_many_arguments)]
     fn new(
         stores: ObjectStores,
         target: &Location,
         path: Path,
+        staging_id: String,
         upload_id: String,
         parts: Vec<UploadedPart>,
         tail: Option<Bytes>,
@@ -399,7 +434,7 @@ impl ObjectWriter {
         let next_index = parts.len() as u32;
         let pending_len = tail.as_ref().map_or(0, |t| t.len() as u64);
         ObjectWriter {
-            staging_id: format!("{}://{}#{}", target.scheme, target.authority, upload_id),
+            staging_id,
             stores,
             target: target.clone(),
             path,
@@ -501,6 +536,10 @@ impl ObjectWriter {
 impl StagedWriter for ObjectWriter {
     fn staging_id(&self) -> &str {
         &self.staging_id
+    }
+
+    fn location(&self) -> &str {
+        &self.upload_id
     }
 
     async fn write(&mut self, data: Bytes) -> Result<()> {

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use object_store::ObjectStoreExt;
-use object_store::memory::InMemory;
 use sluice::backend::memory::MemoryStores;
 use sluice::config::Config;
 use sluice::proto::storage_gateway_client::StorageGatewayClient;
@@ -136,13 +135,36 @@ impl Target {
     pub async fn memory(server: &TestServer) -> Target {
         let name = format!("t{}", uuid::Uuid::new_v4().simple());
         let (objects, uploads) = server.memory.store(&name);
+        let open_uploads: Arc<dyn Fn() -> usize + Send + Sync> =
+            Arc::new(move || uploads.open_uploads());
         Target {
             client: server.client().await,
             base: format!("memory://{name}/data"),
-            store: Box::new(MemoryInspect {
+            store: Box::new(ObjectInspect {
                 objects,
-                uploads,
                 prefix: "data".into(),
+                open_uploads: Some(open_uploads),
+            }),
+            requires_cleanup: true,
+        }
+    }
+
+    /// An object-store target: `base` is `scheme://bucket/prefix`, and
+    /// `objects` a client of that bucket of the test's own.
+    pub async fn object_store(
+        server: &TestServer,
+        base: String,
+        objects: Arc<dyn object_store::ObjectStore>,
+        prefix: &str,
+        open_uploads: Option<Arc<dyn Fn() -> usize + Send + Sync>>,
+    ) -> Target {
+        Target {
+            client: server.client().await,
+            base,
+            store: Box::new(ObjectInspect {
+                objects,
+                prefix: prefix.into(),
+                open_uploads,
             }),
             requires_cleanup: true,
         }
@@ -192,14 +214,15 @@ impl Inspect for FileInspect {
     }
 }
 
-struct MemoryInspect {
-    objects: Arc<InMemory>,
-    uploads: Arc<sluice::backend::memory::MemoryUploads>,
+/// What an object store holds, through a client of the test's own.
+struct ObjectInspect {
+    objects: Arc<dyn object_store::ObjectStore>,
     prefix: String,
+    open_uploads: Option<Arc<dyn Fn() -> usize + Send + Sync>>,
 }
 
 #[async_trait]
-impl Inspect for MemoryInspect {
+impl Inspect for ObjectInspect {
     async fn entries(&self) -> Vec<(String, u64)> {
         use futures::TryStreamExt;
         use object_store::ObjectStore;
@@ -230,7 +253,7 @@ impl Inspect for MemoryInspect {
     }
 
     fn open_uploads(&self) -> Option<usize> {
-        Some(self.uploads.open_uploads())
+        self.open_uploads.as_ref().map(|count| count())
     }
 }
 

@@ -2,11 +2,17 @@
 //!
 //! - `conformance`: the suite every backend must pass;
 //! - `model`: random interleavings checked against a model of the bytes;
-//! - `restart`: the `sluice` binary killed with -9 and started again.
+//! - `restart`: the `sluice` binary killed with -9 and started again;
+//! - `cloud`: the object-store backends against real emulators
+//!   (`emulators`), with the multipart cases of `multipart`.
 
+mod cloud;
 mod conformance;
+mod emulators;
 mod harness;
 mod model;
+mod multipart;
+mod oss_proxy;
 mod restart;
 
 use harness::*;

