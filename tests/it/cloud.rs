@@ -288,3 +288,81 @@ async fn gcs_emulator_gap_is_reported_as_unavailable() {
     );
     assert_eq!(landed.trim(), "ok");
 }
+
+/// With a 1 s TTL, the janitor aborts an abandoned upload and deletes its
+/// tail object, and leaves a live session's staging alone.
+#[tokio::test]
+async fn janitor_removes_abandoned_uploads_and_tails_on_s3() {
+    let moto = Arc::new(Emulator::moto(None));
+    moto.create_bucket("janitor");
+    let yaml = format!(
+        "{}janitor.ttl: 1s\njanitor.interval: 200ms\n",
+        s3_yaml(&moto.url(), "5mb")
+    );
+    let server = TestServer::start(&yaml).await;
+    let mut c = server.client().await;
+    let objects = s3_client(&moto.url(), "janitor");
+    let part = 5 * 1024 * 1024;
+
+    // Abandoned: a part and a tail staged, a handle issued, then aborted.
+    let abandoned = open(&mut c, "s3://janitor/out/abandoned").await.unwrap();
+    multipart::write_all(
+        &mut c,
+        &abandoned,
+        0,
+        &multipart::bytes(1, part + 100),
+        part,
+    )
+    .await;
+    persist(&mut c, &abandoned).await.unwrap();
+    abort(&mut c, &abandoned).await.unwrap();
+    // Live: staged too, and still open.
+    let live = open(&mut c, "s3://janitor/out/live").await.unwrap();
+    let first = multipart::bytes(2, part + 200);
+    multipart::write_all(&mut c, &live, 0, &first, part).await;
+    persist(&mut c, &live).await.unwrap();
+    assert_eq!(moto.s3_open_uploads("janitor"), 2);
+
+    let tails = |objects: Arc<dyn ObjectStore>| async move {
+        use futures::TryStreamExt;
+        let all: Vec<_> = objects.list(None).try_collect().await.unwrap();
+        all.into_iter()
+            .map(|m| m.location.to_string())
+            .filter(|p| p.contains(".tail."))
+            .collect::<Vec<_>>()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while moto.s3_open_uploads("janitor") > 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the janitor did not abort the abandoned upload"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let left = tails(objects.clone()).await;
+    assert_eq!(left.len(), 1, "tails left: {left:?}");
+    assert!(
+        left[0].contains(".live.tail."),
+        "the live session's tail was removed: {left:?}"
+    );
+    assert_eq!(server.janitor_totals().uploads, 1);
+    assert_eq!(server.janitor_totals().tails, 1);
+
+    // The live session is unharmed and commits.
+    let rest = multipart::bytes(3, 1000);
+    multipart::write_all(&mut c, &live, first.len() as u64, &rest, part).await;
+    let (h, _) = close(&mut c, &live).await.unwrap();
+    commit(&mut c, &h, false).await.unwrap();
+    use object_store::ObjectStoreExt;
+    let got = objects
+        .get(&object_store::path::Path::from("out/live"))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(
+        got.as_ref() == [first, rest].concat().as_slice(),
+        "live file content differs"
+    );
+}

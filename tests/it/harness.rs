@@ -24,6 +24,7 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
     pub memory: Arc<MemoryStores>,
+    janitor: Arc<sluice::janitor::JanitorTotals>,
     _dir: Option<tempfile::TempDir>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -44,6 +45,7 @@ impl TestServer {
         let options = ServerOptions::new(data_dir, config);
         let memory = options.memory.clone();
         let server = Server::start(options).expect("server starts");
+        let janitor = server.janitor_totals.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -58,6 +60,7 @@ impl TestServer {
             addr,
             data_dir: data_dir.to_path_buf(),
             memory,
+            janitor,
             _dir: None,
             stop: Some(stop),
             task: Some(task),
@@ -66,6 +69,16 @@ impl TestServer {
 
     pub async fn client(&self) -> Client {
         connect(self.addr).await
+    }
+
+    /// What the janitor removed so far: (uploads, tails, temp files).
+    pub fn janitor_totals(&self) -> JanitorCounts {
+        use std::sync::atomic::Ordering::SeqCst;
+        JanitorCounts {
+            uploads: self.janitor.uploads.load(SeqCst),
+            tails: self.janitor.tails.load(SeqCst),
+            temp_files: self.janitor.temp_files.load(SeqCst),
+        }
     }
 
     /// Where `file://` targets may go by default.
@@ -82,6 +95,13 @@ impl TestServer {
             task.await.unwrap();
         }
     }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct JanitorCounts {
+    pub uploads: usize,
+    pub tails: usize,
+    pub temp_files: usize,
 }
 
 pub async fn connect(addr: SocketAddr) -> Client {

@@ -61,6 +61,54 @@ async fn model_interleavings_memory() {
     model::run(&t, 100, 0x05EE_D3E3).await;
 }
 
+/// With a 1 s TTL, an abandoned temp file is removed and a live one kept.
+#[tokio::test]
+async fn janitor_removes_abandoned_temp_files() {
+    let server = TestServer::start("janitor.ttl: 1s\njanitor.interval: 200ms\n").await;
+    let mut c = server.client().await;
+    let dir = server.file_root().join("jobs");
+    let abandoned = open(&mut c, &format!("file://{}/abandoned", dir.display()))
+        .await
+        .unwrap();
+    write_at(&mut c, &abandoned, 0, b"staged then abandoned")
+        .await
+        .unwrap();
+    persist(&mut c, &abandoned).await.unwrap();
+    abort(&mut c, &abandoned).await.unwrap();
+    let live = open(&mut c, &format!("file://{}/live", dir.display()))
+        .await
+        .unwrap();
+    write_at(&mut c, &live, 0, b"still being written")
+        .await
+        .unwrap();
+    persist(&mut c, &live).await.unwrap();
+    let temp_files = || {
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.contains(".inprogress."))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(temp_files().len(), 2);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while temp_files().len() > 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the janitor did not remove the abandoned temp file"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(temp_files()[0].starts_with(".live."), "{:?}", temp_files());
+    assert_eq!(server.janitor_totals().temp_files, 1);
+    write_at(&mut c, &live, 19, b", and done").await.unwrap();
+    let (h, _) = close(&mut c, &live).await.unwrap();
+    commit(&mut c, &h, false).await.unwrap();
+    assert_eq!(
+        std::fs::read(dir.join("live")).unwrap(),
+        b"still being written, and done"
+    );
+}
+
 #[tokio::test]
 async fn default_scheme_resolves_paths_without_scheme() {
     let server = TestServer::start("fs.default-scheme: memory://defaults/\n").await;

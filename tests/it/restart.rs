@@ -18,9 +18,21 @@ struct Gateway {
 impl Gateway {
     /// Starts `sluice serve` on a free port and reads the address it logs.
     fn start(data_dir: &Path) -> Gateway {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
+        Gateway::start_with(data_dir, None)
+    }
+
+    /// The same, with `yaml` as its config file.
+    fn start_with(data_dir: &Path, yaml: Option<&str>) -> Gateway {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir);
+        if let Some(yaml) = yaml {
+            let file = data_dir.join("sluice.yaml");
+            std::fs::create_dir_all(data_dir).unwrap();
+            std::fs::write(&file, yaml).unwrap();
+            cmd.arg("--config").arg(file);
+        }
+        let mut child = cmd
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -132,4 +144,52 @@ async fn kill_9_after_persist_then_recover_and_commit_exact_bytes() {
         "in-progress files left: {leftovers:?}"
     );
     third.kill9();
+}
+
+/// An object store: the gateway is killed with -9 between Persist and
+/// Recover; a new gateway recovers the upload from the handle alone.
+#[tokio::test]
+async fn kill_9_between_persist_and_recover_on_s3() {
+    use crate::cloud::{s3_client, s3_yaml};
+    use crate::emulators::Emulator;
+    use crate::multipart::{bytes, write_all};
+    let moto = Emulator::moto(None);
+    moto.create_bucket("restart");
+    let yaml = s3_yaml(&moto.url(), "5mb");
+    let dir = tempfile::tempdir().unwrap();
+    let part = 5 * 1024 * 1024;
+    let first = bytes(11, part + 4321);
+
+    let gateway = Gateway::start_with(dir.path(), Some(&yaml));
+    let mut c = connect(gateway.addr).await;
+    let sid = open(&mut c, "s3://restart/out/part-0").await.unwrap();
+    write_all(&mut c, &sid, 0, &first, 1 << 20).await;
+    let (resume, pos) = persist(&mut c, &sid).await.unwrap();
+    assert_eq!(pos, first.len() as u64);
+    write_all(&mut c, &sid, pos, &bytes(12, part), 1 << 20).await;
+    gateway.kill9();
+
+    let gateway = Gateway::start_with(dir.path(), Some(&yaml));
+    let mut c = connect(gateway.addr).await;
+    let (sid, pos) = recover(&mut c, &resume).await.unwrap();
+    assert_eq!(pos, first.len() as u64);
+    let last = bytes(13, part / 2);
+    write_all(&mut c, &sid, pos, &last, 1 << 20).await;
+    let (h, size) = close(&mut c, &sid).await.unwrap();
+    assert_eq!(size, (first.len() + last.len()) as u64);
+    commit(&mut c, &h, false).await.unwrap();
+    gateway.kill9();
+
+    use object_store::ObjectStoreExt;
+    let got = s3_client(&moto.url(), "restart")
+        .get(&object_store::path::Path::from("out/part-0"))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(
+        got.as_ref() == [first, last].concat().as_slice(),
+        "content differs after the restart"
+    );
 }
