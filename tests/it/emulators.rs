@@ -138,7 +138,13 @@ impl Emulator {
                 );
                 return false;
             }
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            // Ready means *this* process says it listens on the port: another
+            // test's emulator may have taken the port between our probe and
+            // the bind, and would answer a bare connect.
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if log.contains(&ready_line(self.name, self.port))
+                && TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -219,6 +225,16 @@ impl Emulator {
             "import boto3,os; c = boto3.client('s3', endpoint_url=os.environ['EMULATOR'], region_name='us-east-1', aws_access_key_id='test', aws_secret_access_key='test'); print(len(c.list_multipart_uploads(Bucket='{bucket}').get('Uploads', [])))"
         );
         self.python(&script).trim().parse().unwrap()
+    }
+}
+
+/// What each emulator prints once it listens.
+fn ready_line(name: &str, port: u16) -> String {
+    match name {
+        "moto" => format!("Running on http://127.0.0.1:{port}"),
+        "azurite" => format!("successfully listens on http://127.0.0.1:{port}"),
+        "gcs" => "All services started".to_string(),
+        other => panic!("unknown emulator {other}"),
     }
 }
 
