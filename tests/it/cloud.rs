@@ -66,6 +66,29 @@ async fn conformance_s3_with_real_5_mib_parts() {
     abort(&mut t.client.clone(), &sid).await.unwrap();
 }
 
+/// Errors a retry cannot fix are not UNAVAILABLE: a bucket that does not
+/// exist, credentials the store refuses.
+#[tokio::test]
+async fn missing_bucket_and_refused_credentials_are_not_retryable() {
+    let moto = Emulator::moto(None);
+    let server = TestServer::start(&s3_yaml(&moto.url(), "5mb")).await;
+    let msg = expect_code(
+        open(&mut server.client().await, "s3://no-such-bucket/x").await,
+        Code::FailedPrecondition,
+    );
+    assert!(msg.contains("bucket"), "{msg}");
+    let azurite = Emulator::azurite();
+    azurite.create_bucket("locked");
+    let wrong_key = azure_yaml(&azurite.url()).replace(AZURITE_KEY, &"A".repeat(88));
+    let server = TestServer::start(&wrong_key).await;
+    let mut c = server.client().await;
+    // Azure staging needs no request until the first block is uploaded.
+    let sid = open(&mut c, "az://locked/x").await.unwrap();
+    write_at(&mut c, &sid, 0, b"refused").await.unwrap();
+    let msg = expect_code(close(&mut c, &sid).await, Code::PermissionDenied);
+    assert!(msg.contains("credentials"), "{msg}");
+}
+
 #[tokio::test]
 async fn s3_part_size_below_5_mib_is_a_start_up_error() {
     let dir = tempfile::tempdir().unwrap();
