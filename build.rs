@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("sluice_descriptor.bin"))
         .bytes(".sluice.v1.WriteRequest.data")
+        .bytes(".sluice.v1.ReadResponse.data")
         .compile_protos(
             &[
                 "proto/sluice/v1/gateway.proto",

@@ -17,7 +17,8 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 
 use crate::backend::{
-    Backend, BackendCapabilities, Registry, Removed, StagedWriter, Staging, staging_location,
+    Backend, BackendCapabilities, ByteStream, Entry, Registry, Removed, StagedWriter, Staging,
+    staging_location,
 };
 use crate::error::{Error, Result};
 use crate::handle::HandleKeys;
@@ -234,6 +235,76 @@ impl Gateway {
         let location = Location::resolve(path, &self.default_scheme)?;
         let backend = self.registry.get(&location.scheme)?.clone();
         Ok((location, backend))
+    }
+
+    fn resolve_dir(&self, path: &str) -> Result<(Location, Arc<dyn Backend>)> {
+        let location = Location::resolve_dir(path, &self.default_scheme)?;
+        let backend = self.registry.get(&location.scheme)?.clone();
+        Ok((location, backend))
+    }
+
+    // ---- the read side ----
+
+    /// Streams `length` bytes (0: to the end) of a file from `offset`.
+    pub async fn read(
+        &self,
+        path: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<(Location, ByteStream)> {
+        let (location, backend) = self.resolve(path)?;
+        let stream = backend
+            .read(&location, offset, (length > 0).then_some(length))
+            .await?;
+        Ok((location, stream))
+    }
+
+    /// What is at `path`; `NotFound` when nothing is.
+    pub async fn stat(&self, path: &str) -> Result<Entry> {
+        let (location, backend) = self.resolve_dir(path)?;
+        backend
+            .stat(&location)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("{location} does not exist")))
+    }
+
+    pub async fn exists(&self, path: &str) -> Result<bool> {
+        let (location, backend) = self.resolve_dir(path)?;
+        Ok(backend.stat(&location).await?.is_some())
+    }
+
+    /// The entries one level below a directory.
+    pub async fn list(&self, path: &str) -> Result<Vec<Entry>> {
+        let (location, backend) = self.resolve_dir(path)?;
+        backend.list(&location).await
+    }
+
+    /// Removes a file, or a directory with `recursive`.
+    pub async fn delete(&self, path: &str, recursive: bool) -> Result<bool> {
+        let (location, backend) = self.resolve_dir(path)?;
+        if location.path.is_empty() {
+            return Err(Error::PermissionDenied(format!(
+                "{location} is a whole bucket or root; sluice does not delete those"
+            )));
+        }
+        backend.delete(&location, recursive).await
+    }
+
+    pub async fn mkdirs(&self, path: &str) -> Result<()> {
+        let (location, backend) = self.resolve_dir(path)?;
+        backend.mkdirs(&location).await
+    }
+
+    /// Moves a file within one scheme; never replaces.
+    pub async fn rename(&self, from: &str, to: &str) -> Result<()> {
+        let (from, backend) = self.resolve(from)?;
+        let to = Location::resolve(to, &self.default_scheme)?;
+        if from.scheme != to.scheme {
+            return Err(Error::InvalidArgument(format!(
+                "cannot rename {from} to {to}: both must have the same scheme"
+            )));
+        }
+        backend.rename(&from, &to).await
     }
 
     /// What the scheme of `path` promises.

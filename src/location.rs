@@ -25,8 +25,18 @@ pub struct Location {
 
 impl Location {
     /// Parses `raw`, taking the scheme and authority of `default` when `raw`
-    /// has none.
+    /// has none. It must name a file.
     pub fn resolve(raw: &str, default: &DefaultScheme) -> Result<Location> {
+        Location::parse(raw, default, false)
+    }
+
+    /// Parses a path that may name a directory: a trailing `/` is dropped,
+    /// and the path may be empty (the bucket or the root itself).
+    pub fn resolve_dir(raw: &str, default: &DefaultScheme) -> Result<Location> {
+        Location::parse(raw, default, true)
+    }
+
+    fn parse(raw: &str, default: &DefaultScheme, dir: bool) -> Result<Location> {
         if raw.is_empty() {
             return Err(Error::InvalidArgument(
                 "the path is empty: name a target such as file:///data/out/part-0".into(),
@@ -61,6 +71,7 @@ impl Location {
                     &default.authority,
                     &join_prefix(&default.prefix, &raw[1..]),
                     raw,
+                    dir,
                 );
             }
         };
@@ -68,10 +79,16 @@ impl Location {
             Some(i) => (&rest[..i], &rest[i + 1..]),
             None => (rest, ""),
         };
-        Location::from_parts(&scheme, authority, path, raw)
+        Location::from_parts(&scheme, authority, path, raw, dir)
     }
 
-    fn from_parts(scheme: &str, authority: &str, path: &str, raw: &str) -> Result<Location> {
+    fn from_parts(
+        scheme: &str,
+        authority: &str,
+        path: &str,
+        raw: &str,
+        dir: bool,
+    ) -> Result<Location> {
         // abfs[s]://container@account.dfs.core.windows.net is the one
         // scheme whose authority legitimately holds an '@'.
         let user_info = authority.contains('@') && !matches!(scheme, "abfs" | "abfss");
@@ -85,12 +102,17 @@ impl Location {
                 "{raw:?}: a file URI has no host; write file:///absolute/path"
             )));
         }
-        if path.is_empty() || path.ends_with('/') {
+        let path = if dir {
+            path.strip_suffix('/').unwrap_or(path)
+        } else {
+            path
+        };
+        if !dir && (path.is_empty() || path.ends_with('/')) {
             return Err(Error::InvalidArgument(format!(
                 "{raw:?} names a directory, not a file: add a file name"
             )));
         }
-        for segment in path.split('/') {
+        for segment in path.split('/').filter(|_| !path.is_empty()) {
             match segment {
                 "" => {
                     return Err(Error::InvalidArgument(format!(
@@ -114,6 +136,14 @@ impl Location {
             },
             path: path.to_string(),
         })
+    }
+
+    /// The same store, another path in it.
+    pub fn with_path(&self, path: String) -> Location {
+        Location {
+            path,
+            ..self.clone()
+        }
     }
 
     /// The last segment of the path.
@@ -221,6 +251,17 @@ mod tests {
             Location::resolve("a/b", &d),
             Err(Error::InvalidArgument(_))
         ));
+    }
+
+    #[test]
+    fn directories_may_be_named() {
+        let d = DefaultScheme::default();
+        let l = Location::resolve_dir("memory://m/dir/", &d).unwrap();
+        assert_eq!(l.path, "dir");
+        let root = Location::resolve_dir("memory://m/", &d).unwrap();
+        assert_eq!(root.path, "");
+        assert!(Location::resolve_dir("memory://m/a//b/", &d).is_err());
+        assert!(Location::resolve_dir("memory://m/a/../b", &d).is_err());
     }
 
     #[test]

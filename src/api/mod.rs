@@ -26,8 +26,85 @@ impl GatewayApi {
     }
 }
 
+fn file_status(entry: crate::backend::Entry) -> FileStatus {
+    FileStatus {
+        name: entry.location.file_name().to_string(),
+        path: entry.location.to_string(),
+        size: entry.size,
+        is_dir: entry.is_dir,
+        modified_ms: entry.modified_ms,
+    }
+}
+
 #[tonic::async_trait]
 impl StorageGateway for GatewayApi {
+    type ReadStream = futures::stream::BoxStream<'static, Result<ReadResponse, Status>>;
+
+    async fn read(
+        &self,
+        request: Request<ReadRequest>,
+    ) -> Result<Response<Self::ReadStream>, Status> {
+        use futures::StreamExt;
+        let req = request.into_inner();
+        let (_, stream) = self.gateway.read(&req.path, req.offset, req.length).await?;
+        let mut offset = req.offset;
+        let responses = stream.map(move |chunk| {
+            let data = chunk?;
+            let at = offset;
+            offset += data.len() as u64;
+            Ok(ReadResponse { offset: at, data })
+        });
+        Ok(Response::new(responses.boxed()))
+    }
+
+    async fn stat(&self, request: Request<StatRequest>) -> Result<Response<StatResponse>, Status> {
+        let entry = self.gateway.stat(&request.into_inner().path).await?;
+        Ok(Response::new(StatResponse {
+            status: Some(file_status(entry)),
+        }))
+    }
+
+    async fn list(&self, request: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
+        let entries = self.gateway.list(&request.into_inner().path).await?;
+        Ok(Response::new(ListResponse {
+            entries: entries.into_iter().map(file_status).collect(),
+        }))
+    }
+
+    async fn delete(
+        &self,
+        request: Request<DeleteRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
+        let req = request.into_inner();
+        let deleted = self.gateway.delete(&req.path, req.recursive).await?;
+        Ok(Response::new(DeleteResponse { deleted }))
+    }
+
+    async fn mkdirs(
+        &self,
+        request: Request<MkdirsRequest>,
+    ) -> Result<Response<MkdirsResponse>, Status> {
+        self.gateway.mkdirs(&request.into_inner().path).await?;
+        Ok(Response::new(MkdirsResponse {}))
+    }
+
+    async fn rename(
+        &self,
+        request: Request<RenameRequest>,
+    ) -> Result<Response<RenameResponse>, Status> {
+        let req = request.into_inner();
+        self.gateway.rename(&req.from, &req.to).await?;
+        Ok(Response::new(RenameResponse {}))
+    }
+
+    async fn exists(
+        &self,
+        request: Request<ExistsRequest>,
+    ) -> Result<Response<ExistsResponse>, Status> {
+        let exists = self.gateway.exists(&request.into_inner().path).await?;
+        Ok(Response::new(ExistsResponse { exists }))
+    }
+
     async fn open(&self, request: Request<OpenRequest>) -> Result<Response<OpenResponse>, Status> {
         let req = request.into_inner();
         let (session_id, path) = self.gateway.open(&req.path, req.inject_entropy).await?;

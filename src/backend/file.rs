@@ -15,7 +15,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{Backend, BackendCapabilities, Removed, StagedWriter, Staging, expect_staging};
+use super::{
+    Backend, BackendCapabilities, ByteStream, Entry, Removed, StagedWriter, Staging,
+    expect_staging, is_staging_name, not_found, read_range,
+};
 use crate::error::{Error, Result};
 use crate::location::Location;
 use crate::proto::{FileStaging, HandleBody};
@@ -66,6 +69,22 @@ impl FileBackend {
             return Err(self.outside_roots(target));
         }
         Ok(path)
+    }
+
+    /// The local path of a file or directory for the read side: under a
+    /// root lexically, and still under it with symlinks resolved (checked
+    /// on the deepest part of the path that exists).
+    fn confined(&self, path: &Location) -> Result<PathBuf> {
+        let local = Path::new("/").join(&path.path);
+        if !self.roots.iter().any(|root| local.starts_with(root)) {
+            return Err(self.outside_roots(path));
+        }
+        let existing = local
+            .ancestors()
+            .find(|p| p.exists())
+            .expect("the root directory exists");
+        self.check_resolved(path, existing)?;
+        Ok(local)
     }
 
     fn outside_roots(&self, target: &Location) -> Error {
@@ -200,6 +219,185 @@ impl Backend for FileBackend {
         .await?
     }
 
+    async fn read(
+        &self,
+        target: &Location,
+        offset: u64,
+        length: Option<u64>,
+    ) -> Result<ByteStream> {
+        use futures::StreamExt;
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        let local = self.confined(target)?;
+        let mut file = match tokio::fs::File::open(&local).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Err(not_found(target)),
+            Err(e) => return Err(io_error(e, &format!("opening {target}"))),
+        };
+        let meta = file
+            .metadata()
+            .await
+            .map_err(|e| io_error(e, "reading metadata"))?;
+        if meta.is_dir() {
+            return Err(Error::FailedPrecondition(format!(
+                "{target} is a directory, not a file"
+            )));
+        }
+        let end = read_range(target, meta.len(), offset, length)?;
+        file.seek(std::io::SeekFrom::Start(offset))
+            .await
+            .map_err(|e| io_error(e, "seeking"))?;
+        let shown = target.to_string();
+        let stream = futures::stream::unfold((file, offset), move |(mut file, at)| {
+            let shown = shown.clone();
+            async move {
+                if at >= end {
+                    return None;
+                }
+                let mut buf = vec![0u8; (end - at).min(WRITE_BUFFER as u64) as usize];
+                match file.read_exact(&mut buf).await {
+                    Ok(_) => {
+                        let next = at + buf.len() as u64;
+                        Some((Ok(Bytes::from(buf)), (file, next)))
+                    }
+                    Err(e) => Some((Err(io_error(e, &format!("reading {shown}"))), (file, end))),
+                }
+            }
+        });
+        Ok(stream.boxed())
+    }
+
+    async fn stat(&self, path: &Location) -> Result<Option<Entry>> {
+        let local = self.confined(path)?;
+        match tokio::fs::metadata(&local).await {
+            Ok(meta) => Ok(Some(entry(path.clone(), &meta))),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_error(e, &format!("checking {path}"))),
+        }
+    }
+
+    async fn list(&self, dir: &Location) -> Result<Vec<Entry>> {
+        let local = self.confined(dir)?;
+        let mut entries = match tokio::fs::read_dir(&local).await {
+            Ok(e) => e,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Err(not_found(dir)),
+            Err(e) if e.raw_os_error() == Some(20) => {
+                return Err(Error::FailedPrecondition(format!(
+                    "{dir} is a file, not a directory"
+                )));
+            }
+            Err(e) => return Err(io_error(e, &format!("listing {dir}"))),
+        };
+        let mut out = Vec::new();
+        while let Some(e) = entries
+            .next_entry()
+            .await
+            .map_err(|e| io_error(e, &format!("listing {dir}")))?
+        {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if is_staging_name(&name) {
+                continue;
+            }
+            let meta = e
+                .metadata()
+                .await
+                .map_err(|e| io_error(e, "reading metadata"))?;
+            let child = if dir.path.is_empty() {
+                name
+            } else {
+                format!("{}/{name}", dir.path)
+            };
+            out.push(entry(dir.with_path(child), &meta));
+        }
+        out.sort_by(|a, b| a.location.path.cmp(&b.location.path));
+        Ok(out)
+    }
+
+    async fn delete(&self, path: &Location, recursive: bool) -> Result<bool> {
+        let local = self.confined(path)?;
+        if self.roots.iter().any(|root| *root == local) {
+            return Err(Error::PermissionDenied(format!(
+                "{path} is a file root; it cannot be deleted"
+            )));
+        }
+        let meta = match tokio::fs::symlink_metadata(&local).await {
+            Ok(m) => m,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(io_error(e, &format!("checking {path}"))),
+        };
+        let result = if !meta.is_dir() {
+            tokio::fs::remove_file(&local).await
+        } else if recursive {
+            tokio::fs::remove_dir_all(&local).await
+        } else {
+            let mut children = tokio::fs::read_dir(&local)
+                .await
+                .map_err(|e| io_error(e, &format!("listing {path}")))?;
+            if children
+                .next_entry()
+                .await
+                .map_err(|e| io_error(e, "listing"))?
+                .is_some()
+            {
+                return Err(Error::FailedPrecondition(format!(
+                    "{path} is a directory that is not empty; pass recursive=true to delete it with its contents"
+                )));
+            }
+            tokio::fs::remove_dir(&local).await
+        };
+        result.map_err(|e| io_error(e, &format!("deleting {path}")))?;
+        Ok(true)
+    }
+
+    async fn mkdirs(&self, dir: &Location) -> Result<()> {
+        let local = self.confined(dir)?;
+        if local.is_file() {
+            return Err(Error::AlreadyExists(format!("{dir} exists and is a file")));
+        }
+        let existing = local
+            .ancestors()
+            .find(|p| p.exists())
+            .expect("the root exists");
+        self.check_resolved(dir, existing)?;
+        fs::create_dir_all(&local).map_err(|e| io_error(e, &format!("creating {dir}")))?;
+        self.check_resolved(dir, &local).map(drop)
+    }
+
+    async fn rename(&self, from: &Location, to: &Location) -> Result<()> {
+        let (src, dst) = (self.confined(from)?, self.local_path(to)?);
+        let meta = match fs::symlink_metadata(&src) {
+            Ok(m) => m,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Err(not_found(from)),
+            Err(e) => return Err(io_error(e, &format!("checking {from}"))),
+        };
+        let parent = self.prepare_parent(to, &dst)?;
+        let dst = parent.join(to.file_name());
+        let shown = to.to_string();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            if meta.is_dir() {
+                if dst.exists() {
+                    return Err(Error::AlreadyExists(format!(
+                        "{shown} already exists; rename never replaces"
+                    )));
+                }
+                fs::rename(&src, &dst).map_err(|e| io_error(e, &format!("renaming to {shown}")))?;
+            } else {
+                // A hard link never replaces an existing file.
+                match fs::hard_link(&src, &dst) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                        return Err(Error::AlreadyExists(format!(
+                            "{shown} already exists; rename never replaces"
+                        )));
+                    }
+                    Err(e) => return Err(io_error(e, &format!("renaming to {shown}"))),
+                }
+                fs::remove_file(&src).map_err(|e| io_error(e, "removing the old name"))?;
+            }
+            sync_dir(dst.parent().expect("a parent"))
+        })
+        .await?
+    }
+
     async fn target_size(&self, target: &Location) -> Result<Option<u64>> {
         let path = self.local_path(target)?;
         match tokio::fs::metadata(&path).await {
@@ -234,6 +432,20 @@ impl Backend for FileBackend {
         // one handle alone, so there is never anything to remove.
         expect_staging(handle, file_staging)?;
         Ok(false)
+    }
+}
+
+fn entry(location: Location, meta: &std::fs::Metadata) -> Entry {
+    let modified_ms = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as u64);
+    Entry {
+        location,
+        size: if meta.is_dir() { 0 } else { meta.len() },
+        is_dir: meta.is_dir(),
+        modified_ms,
     }
 }
 

@@ -83,11 +83,72 @@ pub trait Backend: Send + Sync {
         artefacts: &[String],
     ) -> Result<Removed>;
 
+    // ---- the read side ----
+
+    /// Streams `length` bytes (`None`: to the end) from `offset`.
+    async fn read(&self, target: &Location, offset: u64, length: Option<u64>)
+    -> Result<ByteStream>;
+
+    /// What is at `path`: a file, a directory (or prefix), or nothing.
+    async fn stat(&self, path: &Location) -> Result<Option<Entry>>;
+
+    /// The entries one level below `dir`, staging excluded, sorted by name.
+    async fn list(&self, dir: &Location) -> Result<Vec<Entry>>;
+
+    /// Removes a file, or a directory with `recursive`; `false` when there
+    /// was nothing. A non-empty directory without `recursive` is refused.
+    async fn delete(&self, path: &Location, recursive: bool) -> Result<bool>;
+
+    /// Creates a directory and its parents.
+    async fn mkdirs(&self, dir: &Location) -> Result<()>;
+
+    /// Moves a file within this backend; never replaces an existing target.
+    async fn rename(&self, from: &Location, to: &Location) -> Result<()>;
+
     /// Deletes staging artefacts recorded for a staging (tail objects) once
     /// nothing can use them any more; returns how many it removed.
     async fn remove_artefacts(&self, _target: &Location, _artefacts: &[String]) -> Result<usize> {
         Ok(0)
     }
+}
+
+/// A stream of file contents.
+pub type ByteStream = futures::stream::BoxStream<'static, Result<Bytes>>;
+
+/// One file or directory, as the read side reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub location: Location,
+    pub size: u64,
+    pub is_dir: bool,
+    /// Unix milliseconds; 0 when unknown.
+    pub modified_ms: u64,
+}
+
+/// Whether a file name is sluice's own staging (an in-progress temp file or
+/// a tail object), which the read side never shows.
+pub fn is_staging_name(name: &str) -> bool {
+    name.starts_with('.') && (name.contains(".inprogress.") || name.contains(".tail."))
+}
+
+/// A missing path on the read side.
+pub(crate) fn not_found(path: &Location) -> Error {
+    Error::NotFound(format!("{path} does not exist"))
+}
+
+/// Checks a read range against a file of `size` bytes; returns its end.
+pub(crate) fn read_range(
+    path: &Location,
+    size: u64,
+    offset: u64,
+    length: Option<u64>,
+) -> Result<u64> {
+    if offset > size {
+        return Err(Error::OutOfRange(format!(
+            "cannot read {path} from offset {offset}: it holds {size} bytes"
+        )));
+    }
+    Ok(length.map_or(size, |l| offset.saturating_add(l).min(size)))
 }
 
 /// What the janitor removed.
