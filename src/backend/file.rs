@@ -314,7 +314,7 @@ impl Backend for FileBackend {
 
     async fn delete(&self, path: &Location, recursive: bool) -> Result<bool> {
         let local = self.confined(path)?;
-        if self.roots.iter().any(|root| *root == local) {
+        if self.roots.contains(&local) {
             return Err(Error::PermissionDenied(format!(
                 "{path} is a file root; it cannot be deleted"
             )));

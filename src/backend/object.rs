@@ -29,6 +29,10 @@ use crate::error::{Error, Result};
 use crate::location::Location;
 use crate::proto::{HandleBody, MultipartStaging, TailObject, UploadedPart};
 
+/// S3, OSS and GCS allow 10,000 parts per upload (Azure 50,000 blocks); the
+/// cap also bounds a handle, which lists every part, to about half a MiB.
+pub const MAX_PARTS: u32 = 10_000;
+
 /// The two faces of one bucket or container.
 #[derive(Clone)]
 pub struct ObjectStores {
@@ -152,6 +156,12 @@ impl Backend for ObjectBackend {
             .collect();
         if let Some(tail) = staging.tail.as_ref().filter(|t| t.size > 0) {
             let bytes = read_tail(&stores, tail, target).await?;
+            if parts.len() >= MAX_PARTS as usize {
+                return Err(Error::ResourceExhausted(format!(
+                    "{target}: the handle's tail would be part {}, past the {MAX_PARTS}-part limit",
+                    parts.len() + 1
+                )));
+            }
             let part = stores
                 .uploads
                 .put_part(&path, &staging.upload_id, parts.len(), bytes.into())
@@ -676,7 +686,15 @@ impl ObjectWriter {
         out
     }
 
-    fn start_part(&mut self, slices: Vec<Bytes>) {
+    fn start_part(&mut self, slices: Vec<Bytes>) -> Result<()> {
+        if self.next_index >= MAX_PARTS {
+            let err = Error::ResourceExhausted(format!(
+                "{} reached {MAX_PARTS} parts of {} bytes, the most an upload may have; raise the scheme's upload.min.part.size for files this large",
+                self.target, self.config.part_size
+            ));
+            self.broken = Some(err.to_string());
+            return Err(err);
+        }
         let index = self.next_index;
         self.next_index += 1;
         let size = slices.iter().map(|b| b.len() as u64).sum();
@@ -698,6 +716,7 @@ impl ObjectWriter {
                 size,
             })
         });
+        Ok(())
     }
 
     /// Waits for one part in flight.
@@ -752,7 +771,7 @@ impl StagedWriter for ObjectWriter {
                 self.finish_one().await?;
             }
             let slices = self.take(self.config.part_size);
-            self.start_part(slices);
+            self.start_part(slices)?;
         }
         Ok(())
     }
@@ -788,7 +807,7 @@ impl StagedWriter for ObjectWriter {
         self.finish_all().await?;
         if self.pending_len > 0 {
             let slices = self.take(self.pending_len);
-            self.start_part(slices);
+            self.start_part(slices)?;
             self.finish_all().await?;
         }
         Ok(self.staging(None))

@@ -382,3 +382,74 @@ pub fn expect_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code) ->
         }
     }
 }
+
+/// Reads a file through the Read stream; checks the offsets it reports.
+pub async fn read_all(
+    c: &mut Client,
+    path: &str,
+    offset: u64,
+    length: u64,
+) -> Result<Vec<u8>, Status> {
+    let mut stream = c
+        .read(ReadRequest {
+            path: path.into(),
+            offset,
+            length,
+        })
+        .await?
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.message().await? {
+        assert_eq!(
+            chunk.offset,
+            offset + out.len() as u64,
+            "Read reported a wrong offset"
+        );
+        out.extend_from_slice(&chunk.data);
+    }
+    Ok(out)
+}
+
+pub async fn stat(c: &mut Client, path: &str) -> Result<FileStatus, Status> {
+    Ok(c.stat(StatRequest { path: path.into() })
+        .await?
+        .into_inner()
+        .status
+        .expect("a status"))
+}
+
+pub async fn list_names(c: &mut Client, path: &str) -> Result<Vec<(String, bool)>, Status> {
+    Ok(c.list(ListRequest { path: path.into() })
+        .await?
+        .into_inner()
+        .entries
+        .into_iter()
+        .map(|e| (e.name, e.is_dir))
+        .collect())
+}
+
+pub async fn exists(c: &mut Client, path: &str) -> bool {
+    c.exists(ExistsRequest { path: path.into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .exists
+}
+
+pub async fn delete(c: &mut Client, path: &str, recursive: bool) -> Result<bool, Status> {
+    Ok(c.delete(DeleteRequest {
+        path: path.into(),
+        recursive,
+    })
+    .await?
+    .into_inner()
+    .deleted)
+}
+
+/// Writes and commits a whole file in one go.
+pub async fn put_file(c: &mut Client, path: &str, data: &[u8]) {
+    let sid = open(c, path).await.unwrap();
+    write_at(c, &sid, 0, data).await.unwrap();
+    let (h, _) = close(c, &sid).await.unwrap();
+    commit(c, &h, false).await.unwrap();
+}

@@ -32,12 +32,13 @@ async fn conformance_memory() {
     conformance::run_all(&t).await;
 }
 
-/// Parts of 16 bytes, two in flight: every case crosses many part
-/// boundaries, persists land inside and on part edges, tails are read back.
+/// Parts of 32 bytes, two in flight: the cases cross part boundaries,
+/// persists land inside and on part edges, tails are read back (and the
+/// largest case stays under the 10,000-part cap).
 #[tokio::test]
 async fn conformance_memory_small_parts() {
     let server = TestServer::start(
-        "memory.upload.min.part.size: 16\nmemory.upload.max.concurrent.uploads: 2\n",
+        "memory.upload.min.part.size: 32\nmemory.upload.max.concurrent.uploads: 2\n",
     )
     .await;
     let t = Target::memory(&server).await;
@@ -238,4 +239,22 @@ async fn health_and_reflection_are_served() {
         );
     }
     server.stop().await;
+}
+
+/// An upload stops at 10,000 parts with a clear error, rather than growing
+/// a handle no client can carry; the session must then be recovered.
+#[tokio::test]
+async fn uploads_stop_at_ten_thousand_parts() {
+    let server = TestServer::start("memory.upload.min.part.size: 1\n").await;
+    let mut c = server.client().await;
+    let sid = open(&mut c, "memory://caps/too-many-parts").await.unwrap();
+    write_at(&mut c, &sid, 0, &[7u8; 9_999]).await.unwrap();
+    let msg = expect_code(
+        write_at(&mut c, &sid, 9_999, &[7u8; 2]).await,
+        Code::ResourceExhausted,
+    );
+    assert!(
+        msg.contains("10000 parts") && msg.contains("upload.min.part.size"),
+        "{msg}"
+    );
 }

@@ -31,18 +31,8 @@ pub async fn write_all(c: &mut Client, sid: &str, offset: u64, data: &[u8], chun
     write_chunks(c, sid, chunks).await.unwrap()
 }
 
-async fn part_size(t: &Target) -> usize {
-    t.client
-        .clone()
-        .capabilities(sluice::proto::CapabilitiesRequest { path: t.uri("x") })
-        .await
-        .unwrap()
-        .into_inner()
-        .min_part_size as usize
-}
-
 pub async fn run_all(t: &Target) {
-    let part = part_size(t).await;
+    let part = crate::conformance::part_size(t).await;
     assert!(part > 0, "{} reports no part size", t.base);
     eprintln!("multipart cases on {} with {part}-byte parts", t.base);
     chunk_bigger_than_a_part(t, part).await;
