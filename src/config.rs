@@ -123,6 +123,14 @@ pub const KNOWN_KEYS: &[(&str, &str)] = &[
         "blocks of one Azure session uploaded at once; default 4",
     ),
     (
+        "<scheme>.entropy.key",
+        "marker in paths of that scheme (e.g. s3.entropy.key: _entropy_) replaced by random characters when Open asks for entropy, removed otherwise",
+    ),
+    (
+        "<scheme>.entropy.length",
+        "how many random [0-9A-Za-z] characters replace the marker; default 4",
+    ),
+    (
         "janitor.ttl",
         "age after which abandoned uploads, tail objects and temp files are removed (e.g. 7d, 12h, 30min, 500ms); default 7d",
     ),
@@ -193,6 +201,17 @@ pub struct AzureConfig {
     pub upload: UploadConfig,
 }
 
+/// `<scheme>.entropy.key` and `.length` (DESIGN.md 4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntropyConfig {
+    pub key: String,
+    pub length: usize,
+}
+
+/// Characters an entropy key may not hold (they mean something in URIs or
+/// globs).
+const ENTROPY_FORBIDDEN: &str = "~#@*+%{}<>[]|\"\\`";
+
 /// The janitor's schedule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JanitorConfig {
@@ -231,6 +250,8 @@ pub struct Config {
     pub gcs: Option<GcsConfig>,
     pub azure: Option<AzureConfig>,
     pub janitor: JanitorConfig,
+    /// Entropy injection by scheme.
+    pub entropy: BTreeMap<String, EntropyConfig>,
     pub signing: SigningConfig,
     /// Keys present but not understood, reported at start-up.
     pub unknown_keys: Vec<String>,
@@ -291,6 +312,9 @@ impl Config {
                 )));
             }
         }
+        // Before the scheme sections: `s3.entropy.key` alone must not make
+        // s3:// a configured scheme.
+        config.entropy = entropy_config(&mut raw)?;
         config.memory = upload_config(&mut raw, "memory", 1)?;
         if has_prefix(&raw, &["s3."]) {
             config.s3 = Some(S3Config {
@@ -413,6 +437,44 @@ fn upload_config(
         upload.max_concurrent_uploads = parse_positive(&count_key, &v)?;
     }
     Ok(upload)
+}
+
+fn entropy_config(raw: &mut BTreeMap<String, String>) -> Result<BTreeMap<String, EntropyConfig>> {
+    let schemes: Vec<String> = raw
+        .keys()
+        .filter_map(|k| k.strip_suffix(".entropy.key").map(str::to_string))
+        .collect();
+    let mut out = BTreeMap::new();
+    for scheme in schemes {
+        let key = raw
+            .remove(&format!("{scheme}.entropy.key"))
+            .unwrap_or_default();
+        if key.is_empty() || key.contains('/') {
+            return Err(Error::InvalidArgument(format!(
+                "{scheme}.entropy.key must be a non-empty marker without '/', such as _entropy_"
+            )));
+        }
+        if let Some(c) = key
+            .chars()
+            .find(|c| ENTROPY_FORBIDDEN.contains(*c) || c.is_control())
+        {
+            return Err(Error::InvalidArgument(format!(
+                "{scheme}.entropy.key {key:?} contains {c:?}; none of {ENTROPY_FORBIDDEN} may appear in it"
+            )));
+        }
+        let length_key = format!("{scheme}.entropy.length");
+        let length = match raw.remove(&length_key) {
+            Some(v) => parse_positive(&length_key, &v)? as usize,
+            None => 4,
+        };
+        out.insert(scheme, EntropyConfig { key, length });
+    }
+    if let Some(orphan) = raw.keys().find(|k| k.ends_with(".entropy.length")) {
+        return Err(Error::InvalidArgument(format!(
+            "{orphan} is set but its .entropy.key is not"
+        )));
+    }
+    Ok(out)
 }
 
 fn parse_bool(raw: &mut BTreeMap<String, String>, key: &str) -> Result<Option<bool>> {
@@ -634,6 +696,36 @@ mod tests {
         let oss = c.oss.unwrap();
         assert!(oss.virtual_hosted);
         assert_eq!(oss.upload.part_size, 100 << 10);
+    }
+
+    #[test]
+    fn entropy_keys() {
+        let c = Config::from_yaml(
+            "s3.entropy.key: _entropy_\nmemory.entropy.key: __e\nmemory.entropy.length: 8\n",
+        )
+        .unwrap();
+        assert!(
+            c.s3.is_none(),
+            "an entropy key alone does not configure s3://"
+        );
+        assert_eq!(
+            c.entropy["s3"],
+            EntropyConfig {
+                key: "_entropy_".into(),
+                length: 4
+            }
+        );
+        assert_eq!(c.entropy["memory"].length, 8);
+        for bad in [
+            "s3.entropy.key: a*b",
+            "s3.entropy.key: '%e'",
+            "s3.entropy.key: a/b",
+            "s3.entropy.key: ''",
+            "s3.entropy.key: _e_\ns3.entropy.length: 0",
+            "s3.entropy.length: 4",
+        ] {
+            assert!(Config::from_yaml(bad).is_err(), "{bad} was accepted");
+        }
     }
 
     #[test]

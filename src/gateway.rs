@@ -10,7 +10,7 @@
 //! Lock order: a staging's lock, then a session's lock. Writes take only the
 //! session's lock.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -20,6 +20,7 @@ use crate::backend::{
     Backend, BackendCapabilities, ByteStream, Entry, Registry, Removed, StagedWriter, Staging,
     staging_location,
 };
+use crate::config::EntropyConfig;
 use crate::error::{Error, Result};
 use crate::handle::HandleKeys;
 use crate::location::{DefaultScheme, Location};
@@ -37,6 +38,7 @@ pub struct SchemeCapabilities {
 pub struct Gateway {
     registry: Registry,
     default_scheme: DefaultScheme,
+    entropy: BTreeMap<String, EntropyConfig>,
     keys: HandleKeys,
     state: StateStore,
     sessions: Mutex<HashMap<String, Arc<Session>>>,
@@ -137,12 +139,14 @@ impl Gateway {
     pub fn new(
         registry: Registry,
         default_scheme: DefaultScheme,
+        entropy: BTreeMap<String, EntropyConfig>,
         keys: HandleKeys,
         state: StateStore,
     ) -> Gateway {
         Gateway {
             registry,
             default_scheme,
+            entropy,
             keys,
             state,
             sessions: Mutex::new(HashMap::new()),
@@ -317,8 +321,12 @@ impl Gateway {
     }
 
     /// Starts a session; returns its id and the resolved target.
-    pub async fn open(&self, path: &str, _inject_entropy: bool) -> Result<(String, Location)> {
+    pub async fn open(&self, path: &str, inject_entropy: bool) -> Result<(String, Location)> {
         let (target, backend) = self.resolve(path)?;
+        let target = match self.entropy.get(&target.scheme) {
+            Some(entropy) => apply_entropy(&target, entropy, inject_entropy)?,
+            None => target,
+        };
         backend.check_target(&target)?;
         let writer = backend.open(&target).await?;
         let id = uuid::Uuid::new_v4().to_string();
@@ -682,6 +690,46 @@ impl Gateway {
         record.updated_ms = now_ms();
         self.state.put_staging(id, &record)
     }
+}
+
+/// Replaces the first occurrence of the entropy key in the path with random
+/// `[0-9A-Za-z]` characters, or removes it (and the empty segment that
+/// leaves) when no entropy is asked for, as Flink's `EntropyInjector` does.
+fn apply_entropy(target: &Location, entropy: &EntropyConfig, inject: bool) -> Result<Location> {
+    if !target.path.contains(&entropy.key) {
+        return Ok(target.clone());
+    }
+    let replacement = if inject {
+        random_alphanumeric(entropy.length)?
+    } else {
+        String::new()
+    };
+    let path = target.path.replacen(&entropy.key, &replacement, 1);
+    let path: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    if path.is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "{target} is nothing but its entropy marker; name a file"
+        )));
+    }
+    Ok(target.with_path(path.join("/")))
+}
+
+fn random_alphanumeric(n: usize) -> Result<String> {
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut out = String::with_capacity(n);
+    while out.len() < n {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).map_err(|e| Error::Internal(format!("no randomness: {e}")))?;
+        // 248 = 4 × 62: rejecting the rest keeps every character equally likely.
+        out.extend(
+            bytes
+                .iter()
+                .filter(|b| **b < 248)
+                .map(|b| ALPHABET[(*b % 62) as usize] as char)
+                .take(n - out.len()),
+        );
+    }
+    Ok(out)
 }
 
 /// A Commit of a staging that was already published (DESIGN.md 1.3): with

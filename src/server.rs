@@ -90,7 +90,13 @@ impl Server {
         for key in &config.unknown_keys {
             tracing::warn!(key = %key, "unknown configuration key ignored (see `sluice keys` for the known ones)");
         }
-        let gateway = Gateway::new(registry, config.default_scheme.clone(), keys, state);
+        let gateway = Gateway::new(
+            registry,
+            config.default_scheme.clone(),
+            config.entropy.clone(),
+            keys,
+            state,
+        );
         Ok(Server {
             gateway: Arc::new(gateway),
             janitor: config.janitor,

@@ -258,3 +258,71 @@ async fn uploads_stop_at_ten_thousand_parts() {
         "{msg}"
     );
 }
+
+/// Entropy: injected paths carry random [0-9A-Za-z] in place of the marker
+/// and differ between opens; without the flag the marker disappears.
+#[tokio::test]
+async fn entropy_is_injected_or_removed() {
+    let server =
+        TestServer::start("memory.entropy.key: _entropy_\nmemory.entropy.length: 6\n").await;
+    let mut c = server.client().await;
+    let base = c.clone();
+    let open_with = |inject: bool| {
+        let mut c = base.clone();
+        async move {
+            c.open(sluice::proto::OpenRequest {
+                path: "memory://ent/_entropy_/checkpoints/chk-1".into(),
+                inject_entropy: inject,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+        }
+    };
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..20 {
+        let opened = open_with(true).await;
+        let random = opened
+            .path
+            .strip_prefix("memory://ent/")
+            .and_then(|rest| rest.strip_suffix("/checkpoints/chk-1"))
+            .unwrap_or_else(|| panic!("unexpected path {}", opened.path));
+        assert_eq!(random.len(), 6, "{random}");
+        assert!(
+            random.chars().all(|ch| ch.is_ascii_alphanumeric()),
+            "{random}"
+        );
+        seen.insert(random.to_string());
+        abort(&mut c, &opened.session_id).await.unwrap();
+    }
+    assert!(seen.len() >= 19, "entropy repeats: {seen:?}");
+    let plain = open_with(false).await;
+    assert_eq!(plain.path, "memory://ent/checkpoints/chk-1");
+    // The file lands where Open said, and its handles carry that path.
+    write_at(&mut c, &plain.session_id, 0, b"checkpoint")
+        .await
+        .unwrap();
+    let (h, _) = close(&mut c, &plain.session_id).await.unwrap();
+    let path = c
+        .commit(sluice::proto::CommitRequest {
+            handle: h,
+            after_recovery: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .path;
+    assert_eq!(path, "memory://ent/checkpoints/chk-1");
+    assert_eq!(read_all(&mut c, &path, 0, 0).await.unwrap(), b"checkpoint");
+    // Other schemes are untouched.
+    let f = server.file_root().join("_entropy_/x");
+    let r = c
+        .open(sluice::proto::OpenRequest {
+            path: format!("file://{}", f.display()),
+            inject_entropy: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.path.contains("_entropy_"), "{}", r.path);
+}
