@@ -123,6 +123,26 @@ pub const KNOWN_KEYS: &[(&str, &str)] = &[
         "blocks of one Azure session uploaded at once; default 4",
     ),
     (
+        "fs.<scheme>.limit.total",
+        "open read and write streams per scheme and authority at most (0 or -1: unlimited)",
+    ),
+    (
+        "fs.<scheme>.limit.output",
+        "open write sessions at most (0 or -1: unlimited)",
+    ),
+    (
+        "fs.<scheme>.limit.input",
+        "open read streams at most (0 or -1: unlimited)",
+    ),
+    (
+        "fs.<scheme>.limit.timeout",
+        "milliseconds to wait for a slot before RESOURCE_EXHAUSTED (0: wait forever)",
+    ),
+    (
+        "fs.<scheme>.limit.stream-timeout",
+        "milliseconds without progress after which a stream may be reclaimed (0: never)",
+    ),
+    (
         "<scheme>.entropy.key",
         "marker in paths of that scheme (e.g. s3.entropy.key: _entropy_) replaced by random characters when Open asks for entropy, removed otherwise",
     ),
@@ -250,6 +270,8 @@ pub struct Config {
     pub gcs: Option<GcsConfig>,
     pub azure: Option<AzureConfig>,
     pub janitor: JanitorConfig,
+    /// `fs.<scheme>.limit.*` by scheme.
+    pub limits: BTreeMap<String, crate::limit::StreamLimits>,
     /// Entropy injection by scheme.
     pub entropy: BTreeMap<String, EntropyConfig>,
     pub signing: SigningConfig,
@@ -315,6 +337,7 @@ impl Config {
         // Before the scheme sections: `s3.entropy.key` alone must not make
         // s3:// a configured scheme.
         config.entropy = entropy_config(&mut raw)?;
+        config.limits = limit_config(&mut raw)?;
         config.memory = upload_config(&mut raw, "memory", 1)?;
         if has_prefix(&raw, &["s3."]) {
             config.s3 = Some(S3Config {
@@ -437,6 +460,49 @@ fn upload_config(
         upload.max_concurrent_uploads = parse_positive(&count_key, &v)?;
     }
     Ok(upload)
+}
+
+/// `fs.<scheme>.limit.{total,output,input,timeout,stream-timeout}`.
+fn limit_config(
+    raw: &mut BTreeMap<String, String>,
+) -> Result<BTreeMap<String, crate::limit::StreamLimits>> {
+    use std::time::Duration;
+    let keys: Vec<String> = raw
+        .keys()
+        .filter(|k| k.starts_with("fs.") && k.contains(".limit."))
+        .cloned()
+        .collect();
+    let mut out: BTreeMap<String, crate::limit::StreamLimits> = BTreeMap::new();
+    for key in keys {
+        let (scheme, what) = key["fs.".len()..]
+            .split_once(".limit.")
+            .expect("filtered on .limit.");
+        let value = raw.remove(&key).unwrap_or_default();
+        let n: i64 = value.trim().parse().map_err(|_| {
+            Error::InvalidArgument(format!("{key}: {value:?} is not a whole number"))
+        })?;
+        if n < -1 {
+            return Err(Error::InvalidArgument(format!(
+                "{key} is {n}; use a positive number, or 0 or -1 for no limit"
+            )));
+        }
+        let count = (n > 0).then_some(n as usize);
+        let millis = (n > 0).then(|| Duration::from_millis(n as u64));
+        let limits = out.entry(scheme.to_string()).or_default();
+        match what {
+            "total" => limits.total = count,
+            "output" => limits.output = count,
+            "input" => limits.input = count,
+            "timeout" => limits.timeout = millis,
+            "stream-timeout" => limits.stream_timeout = millis,
+            _ => {
+                return Err(Error::InvalidArgument(format!(
+                    "{key}: unknown limit; the limits are total, output, input, timeout and stream-timeout"
+                )));
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn entropy_config(raw: &mut BTreeMap<String, String>) -> Result<BTreeMap<String, EntropyConfig>> {
@@ -696,6 +762,29 @@ mod tests {
         let oss = c.oss.unwrap();
         assert!(oss.virtual_hosted);
         assert_eq!(oss.upload.part_size, 100 << 10);
+    }
+
+    #[test]
+    fn limit_keys() {
+        let c = Config::from_yaml(
+            "fs.s3.limit.output: 2\nfs.s3.limit.total: -1\nfs.s3.limit.timeout: 200\nfs.oss.limit.input: 0\n",
+        )
+        .unwrap();
+        assert!(
+            c.s3.is_none() && c.oss.is_none(),
+            "limits alone do not configure a scheme"
+        );
+        let s3 = c.limits["s3"];
+        assert_eq!((s3.output, s3.total, s3.input), (Some(2), None, None));
+        assert_eq!(s3.timeout, Some(std::time::Duration::from_millis(200)));
+        assert_eq!(c.limits["oss"].input, None);
+        for bad in [
+            "fs.s3.limit.output: -2",
+            "fs.s3.limit.output: many",
+            "fs.s3.limit.speed: 1",
+        ] {
+            assert!(Config::from_yaml(bad).is_err(), "{bad} was accepted");
+        }
     }
 
     #[test]

@@ -44,6 +44,10 @@ pub enum Error {
     #[error("{0}")]
     PermissionDenied(String),
 
+    /// A stream limit reclaimed the session after it made no progress.
+    #[error("{0}")]
+    Reclaimed(String),
+
     /// Storage is full, or a limit was reached.
     #[error("{0}")]
     ResourceExhausted(String),

@@ -66,6 +66,8 @@ struct SessionInner {
     handle_issued: bool,
 }
 
+const RECLAIMED: &str = "closed due to inactivity timeout (its stream slot was reclaimed); recover from your last handle";
+
 /// How a session ended; what its later calls are told.
 #[derive(Debug, Clone)]
 enum Ended {
@@ -75,10 +77,15 @@ enum Ended {
     Superseded(String),
     /// Its writer failed mid-operation.
     Failed(String),
+    /// A stream limit took its slot after it made no progress.
+    Reclaimed(String),
 }
 
 impl Ended {
     fn error(&self, id: &str) -> Error {
+        if let Ended::Reclaimed(why) = self {
+            return Error::Reclaimed(format!("session {id} was {why}"));
+        }
         Error::FailedPrecondition(match self {
             Ended::Closed => {
                 format!("session {id} was closed for commit; commit its handle instead of writing")
@@ -97,6 +104,7 @@ impl Ended {
             Ended::Failed(why) => {
                 format!("session {id} failed earlier ({why}); recover from your last handle")
             }
+            Ended::Reclaimed(_) => unreachable!("answered above"),
         })
     }
 
@@ -104,6 +112,7 @@ impl Ended {
         match self {
             Ended::Closed => SessionStatus::Closed,
             Ended::Aborted | Ended::Failed(_) => SessionStatus::Aborted,
+            Ended::Reclaimed(_) => SessionStatus::Reclaimed,
             Ended::Superseded(_) => SessionStatus::Superseded,
         }
     }
@@ -128,8 +137,10 @@ impl SessionInner {
     /// Passes `result` through; a failure ends the session, since what the
     /// staging holds past the last handle is unknown after it.
     fn checked<T>(&mut self, result: Result<T>) -> Result<T> {
-        if let Err(e) = &result {
-            self.end(Ended::Failed(e.to_string()));
+        match &result {
+            Err(Error::Reclaimed(why)) => self.end(Ended::Reclaimed(why.clone())),
+            Err(e) => self.end(Ended::Failed(e.to_string())),
+            Ok(_) => {}
         }
         result
     }
@@ -228,6 +239,25 @@ impl Gateway {
         }
         self.state.flush().await?;
         Ok(removed)
+    }
+
+    /// Ends the sessions whose stream slot was reclaimed, freeing what their
+    /// writers hold; their staged data stays recoverable. Returns how many.
+    pub async fn end_reclaimed(&self) -> usize {
+        let sessions: Vec<Arc<Session>> = self.sessions.lock().unwrap().values().cloned().collect();
+        let mut ended = 0;
+        for session in sessions {
+            let Ok(mut inner) = session.inner.try_lock() else {
+                continue; // busy, so not idle
+            };
+            if inner.writer.as_ref().is_some_and(|w| w.reclaimed()) {
+                inner.end(Ended::Reclaimed(RECLAIMED.into()));
+                self.remove_session(&session.id);
+                let _ = self.record_end(&session, &inner);
+                ended += 1;
+            }
+        }
+        ended
     }
 
     /// Flushes the state store (at shutdown).
@@ -403,6 +433,7 @@ impl Gateway {
                 SessionStatus::Closed => Ended::Closed,
                 SessionStatus::Aborted => Ended::Aborted,
                 SessionStatus::Superseded => Ended::Superseded(r.superseded_by),
+                SessionStatus::Reclaimed => Ended::Reclaimed(RECLAIMED.into()),
                 _ => {
                     return Err(Error::SessionNotFound(format!(
                         "session {id} was lost when the gateway restarted; recover from your last handle"

@@ -14,6 +14,7 @@
 //! - [`handle`]: signed, versioned, self-contained handles.
 //! - [`state`]: sled records that outlive a restart.
 //! - [`janitor`]: removes abandoned uploads, tail objects and temp files.
+//! - [`limit`]: Flink's per-scheme stream limits, wrapped around backends.
 //! - [`location`]: target URIs and the default scheme.
 //! - [`config`]: Flink-style YAML keys and their environment overrides.
 //! - [`error`]: the domain error type.
@@ -25,6 +26,7 @@ pub mod error;
 pub mod gateway;
 pub mod handle;
 pub mod janitor;
+pub mod limit;
 pub mod location;
 pub mod server;
 pub mod state;

@@ -51,6 +51,8 @@ pub struct Server {
     pub janitor: JanitorConfig,
     /// What the janitor removed since start.
     pub janitor_totals: Arc<JanitorTotals>,
+    /// The stream limiters of the schemes that have limits.
+    pub limiters: Vec<Arc<crate::limit::StreamLimiter>>,
 }
 
 impl Server {
@@ -87,6 +89,7 @@ impl Server {
             )),
         );
         register_cloud(&mut registry, config);
+        let limiters = registry.limit(&config.limits);
         for key in &config.unknown_keys {
             tracing::warn!(key = %key, "unknown configuration key ignored (see `sluice keys` for the known ones)");
         }
@@ -98,10 +101,19 @@ impl Server {
             state,
         );
         Ok(Server {
+            limiters,
             gateway: Arc::new(gateway),
             janitor: config.janitor,
             janitor_totals: Arc::default(),
         })
+    }
+}
+
+/// Frees the sessions whose stream slots were reclaimed, every second.
+async fn end_reclaimed_sessions(gateway: Arc<Gateway>) {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        gateway.end_reclaimed().await;
     }
 }
 
@@ -164,6 +176,10 @@ pub async fn run(
     let api = StorageGatewayServer::new(GatewayApi::new(server.gateway.clone()))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
+    for limiter in &server.limiters {
+        crate::limit::StreamLimiter::spawn_reaper(limiter);
+    }
+    let reclaimed = tokio::spawn(end_reclaimed_sessions(server.gateway.clone()));
     let janitor = tokio::spawn(crate::janitor::run(
         server.gateway.clone(),
         server.janitor,
@@ -184,6 +200,7 @@ pub async fn run(
         .set_not_serving::<StorageGatewayServer<GatewayApi>>()
         .await;
     janitor.abort();
+    reclaimed.abort();
     server.gateway.flush().await?;
     result.map_err(|e| Error::Internal(format!("the gRPC server failed: {e}")))
 }

@@ -14,6 +14,9 @@ pub mod status;
 /// Largest gRPC message accepted, in bytes (a Write chunk plus framing).
 pub const MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
 
+/// Largest `Read` message payload.
+pub const READ_CHUNK: usize = 1024 * 1024;
+
 /// Implements `sluice.v1.StorageGateway` over a [`Gateway`].
 #[derive(Clone)]
 pub struct GatewayApi {
@@ -48,12 +51,24 @@ impl StorageGateway for GatewayApi {
         let req = request.into_inner();
         let (_, stream) = self.gateway.read(&req.path, req.offset, req.length).await?;
         let mut offset = req.offset;
-        let responses = stream.map(move |chunk| {
-            let data = chunk?;
-            let at = offset;
-            offset += data.len() as u64;
-            Ok(ReadResponse { offset: at, data })
-        });
+        // At most READ_CHUNK bytes a message, whatever the store hands back,
+        // so clients with gRPC's default 4 MiB limit can read any file.
+        let responses = stream
+            .flat_map(|chunk| {
+                futures::stream::iter(match chunk {
+                    Ok(data) => (0..data.len())
+                        .step_by(READ_CHUNK)
+                        .map(|at| Ok(data.slice(at..(at + READ_CHUNK).min(data.len()))))
+                        .collect::<Vec<_>>(),
+                    Err(e) => vec![Err(e)],
+                })
+            })
+            .map(move |chunk| {
+                let data = chunk?;
+                let at = offset;
+                offset += data.len() as u64;
+                Ok(ReadResponse { offset: at, data })
+            });
         Ok(Response::new(responses.boxed()))
     }
 

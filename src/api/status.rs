@@ -12,7 +12,7 @@ pub fn code(err: &Error) -> Code {
         Error::FailedPrecondition(_) => Code::FailedPrecondition,
         Error::AlreadyExists(_) => Code::AlreadyExists,
         Error::OutOfRange(_) => Code::OutOfRange,
-        Error::Aborted(_) => Code::Aborted,
+        Error::Aborted(_) | Error::Reclaimed(_) => Code::Aborted,
         Error::Unimplemented(_) => Code::Unimplemented,
         Error::PermissionDenied(_) => Code::PermissionDenied,
         Error::ResourceExhausted(_) => Code::ResourceExhausted,

@@ -177,6 +177,11 @@ pub trait StagedWriter: Send {
     /// the upload id.
     fn location(&self) -> &str;
 
+    /// Whether a stream limit took this staging's slot away for inactivity.
+    fn reclaimed(&self) -> bool {
+        false
+    }
+
     /// Appends bytes (the gateway has already applied offsets).
     async fn write(&mut self, data: Bytes) -> Result<()>;
 
@@ -215,6 +220,27 @@ impl Registry {
                 known.join(", ")
             ))
         })
+    }
+
+    /// Wraps the backend of every scheme that has `fs.<scheme>.limit.*`
+    /// keys in a [`crate::limit::StreamLimitLayer`]; returns the limiters.
+    pub fn limit(
+        &mut self,
+        limits: &BTreeMap<String, crate::limit::StreamLimits>,
+    ) -> Vec<Arc<crate::limit::StreamLimiter>> {
+        use tower::Layer;
+        let mut limiters = Vec::new();
+        for (scheme, limits) in limits {
+            if let Some(backend) = self.backends.get(scheme).cloned() {
+                let layer = crate::limit::StreamLimitLayer::new(scheme, *limits);
+                limiters.push(layer.limiter().clone());
+                self.backends
+                    .insert(scheme.clone(), Arc::new(layer.layer(backend)));
+            } else {
+                tracing::warn!(scheme = %scheme, "fs.{scheme}.limit.* is set but the scheme is not served");
+            }
+        }
+        limiters
     }
 
     pub fn schemes(&self) -> impl Iterator<Item = &str> {

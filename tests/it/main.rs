@@ -10,6 +10,7 @@ mod cloud;
 mod conformance;
 mod emulators;
 mod harness;
+mod limits;
 mod model;
 mod multipart;
 mod oss_proxy;

@@ -1,0 +1,522 @@
+//! Flink's connection limits (`fs.<scheme>.limit.*`) as a wrapper around a
+//! backend, the way object_store's `LimitStore` wraps a store.
+//!
+//! Every (scheme, authority) has its own pool of stream slots: a write
+//! session holds an output slot from `Open`/`Recover` until it is closed,
+//! aborted or reclaimed; a `Read` holds an input slot while it streams.
+//! Waiters are served strictly first come, first served. A stream that made
+//! no progress for `stream-timeout` is reclaimed when a waiter needs its
+//! slot, and by a background reaper; its session's next call is `ABORTED`,
+//! and what it staged stays recoverable from its last handle.
+//!
+//! [`StreamLimitLayer`] is a `tower::Layer` over backends: a slot spans many
+//! RPCs, so the limit wraps the backend rather than each request.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use crate::backend::{
+    Backend, BackendCapabilities, ByteStream, Entry, Removed, StagedWriter, Staging,
+};
+use crate::error::{Error, Result};
+use crate::location::Location;
+use crate::proto::HandleBody;
+
+/// `fs.<scheme>.limit.*` of one scheme; `None` is unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamLimits {
+    pub total: Option<usize>,
+    pub output: Option<usize>,
+    pub input: Option<usize>,
+    /// How long to wait for a slot; `None` waits forever.
+    pub timeout: Option<Duration>,
+    /// Inactivity after which a stream may be reclaimed; `None` never.
+    pub stream_timeout: Option<Duration>,
+}
+
+impl StreamLimits {
+    fn describe(&self, scheme: &str) -> String {
+        let n = |v: Option<usize>| v.map_or("unlimited".to_string(), |v| v.to_string());
+        format!(
+            "fs.{scheme}.limit.total={}, output={}, input={}",
+            n(self.total),
+            n(self.output),
+            n(self.input)
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Input,
+    Output,
+}
+
+/// Progress of one open stream, shared by its slot and the pool.
+#[derive(Debug)]
+struct Activity {
+    /// Milliseconds since the limiter started, at the last progress.
+    last: AtomicU64,
+    reclaimed: AtomicBool,
+}
+
+/// A slot handed to a waiter: its id and its activity record.
+type Grant = (u64, Arc<Activity>);
+
+struct PoolState {
+    open_output: usize,
+    open_input: usize,
+    next_id: u64,
+    streams: HashMap<u64, (Kind, Arc<Activity>)>,
+    waiters: VecDeque<(u64, Kind, oneshot::Sender<Grant>)>,
+}
+
+/// The slots of one (scheme, authority).
+struct Pool {
+    state: Mutex<PoolState>,
+}
+
+/// The pools of one scheme.
+pub struct StreamLimiter {
+    scheme: String,
+    limits: StreamLimits,
+    started: Instant,
+    pools: Mutex<HashMap<String, Arc<Pool>>>,
+}
+
+/// A held slot; released when dropped (unless it was reclaimed).
+pub struct Slot {
+    pool: Arc<Pool>,
+    limiter: Arc<StreamLimiter>,
+    id: u64,
+    kind: Kind,
+    activity: Arc<Activity>,
+}
+
+impl Slot {
+    /// Records progress; fails once the slot was reclaimed.
+    fn touch(&self) -> Result<()> {
+        if self.activity.reclaimed.load(Ordering::Acquire) {
+            return Err(Error::Reclaimed(format!(
+                "closed due to inactivity timeout: no progress for {} ms (fs.{}.limit.stream-timeout); recover from your last handle",
+                self.limiter
+                    .limits
+                    .stream_timeout
+                    .map_or(0, |d| d.as_millis()),
+                self.limiter.scheme
+            )));
+        }
+        self.activity
+            .last
+            .store(self.limiter.now(), Ordering::Release);
+        Ok(())
+    }
+
+    fn reclaimed(&self) -> bool {
+        self.activity.reclaimed.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut state = self.pool.state.lock().unwrap();
+        if state.streams.remove(&self.id).is_some() {
+            match self.kind {
+                Kind::Output => state.open_output -= 1,
+                Kind::Input => state.open_input -= 1,
+            }
+            self.limiter.dispatch(&mut state);
+        }
+    }
+}
+
+impl StreamLimiter {
+    pub fn new(scheme: &str, limits: StreamLimits) -> Arc<StreamLimiter> {
+        Arc::new(StreamLimiter {
+            scheme: scheme.to_string(),
+            limits,
+            started: Instant::now(),
+            pools: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn now(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn pool(&self, authority: &str) -> Arc<Pool> {
+        self.pools
+            .lock()
+            .unwrap()
+            .entry(authority.to_string())
+            .or_insert_with(|| {
+                Arc::new(Pool {
+                    state: Mutex::new(PoolState {
+                        open_output: 0,
+                        open_input: 0,
+                        next_id: 0,
+                        streams: HashMap::new(),
+                        waiters: VecDeque::new(),
+                    }),
+                })
+            })
+            .clone()
+    }
+
+    fn fits(&self, state: &PoolState, kind: Kind) -> bool {
+        let under = |limit: Option<usize>, open: usize| limit.is_none_or(|l| open < l);
+        let own = match kind {
+            Kind::Output => under(self.limits.output, state.open_output),
+            Kind::Input => under(self.limits.input, state.open_input),
+        };
+        own && under(self.limits.total, state.open_output + state.open_input)
+    }
+
+    fn grant(&self, state: &mut PoolState, kind: Kind) -> (u64, Arc<Activity>) {
+        let id = state.next_id;
+        state.next_id += 1;
+        let activity = Arc::new(Activity {
+            last: AtomicU64::new(self.now()),
+            reclaimed: AtomicBool::new(false),
+        });
+        state.streams.insert(id, (kind, activity.clone()));
+        match kind {
+            Kind::Output => state.open_output += 1,
+            Kind::Input => state.open_input += 1,
+        }
+        (id, activity)
+    }
+
+    /// Hands free slots to waiters, first come first served.
+    fn dispatch(&self, state: &mut PoolState) {
+        while let Some((_, kind, _)) = state.waiters.front() {
+            if !self.fits(state, *kind) {
+                break;
+            }
+            let (_, kind, tx) = state.waiters.pop_front().expect("a front waiter");
+            let (id, activity) = self.grant(state, kind);
+            if tx.send((id, activity)).is_err() {
+                // The waiter gave up meanwhile: take the slot back.
+                state.streams.remove(&id);
+                match kind {
+                    Kind::Output => state.open_output -= 1,
+                    Kind::Input => state.open_input -= 1,
+                }
+            }
+        }
+    }
+
+    /// Reclaims streams idle longer than `stream-timeout`; with `only_one`,
+    /// just the longest idle. Returns how many.
+    fn reclaim_idle(&self, state: &mut PoolState, only_one: bool) -> usize {
+        let Some(idle) = self.limits.stream_timeout else {
+            return 0;
+        };
+        let cutoff = self.now().saturating_sub(idle.as_millis() as u64);
+        let mut idle_streams: Vec<(u64, u64)> = state
+            .streams
+            .iter()
+            .map(|(id, (_, a))| (*id, a.last.load(Ordering::Acquire)))
+            .filter(|(_, last)| *last < cutoff)
+            .collect();
+        idle_streams.sort_by_key(|(_, last)| *last);
+        if only_one {
+            idle_streams.truncate(1);
+        }
+        for (id, _) in &idle_streams {
+            if let Some((kind, activity)) = state.streams.remove(id) {
+                activity.reclaimed.store(true, Ordering::Release);
+                match kind {
+                    Kind::Output => state.open_output -= 1,
+                    Kind::Input => state.open_input -= 1,
+                }
+                tracing::info!(scheme = %self.scheme, "reclaimed a stream idle past fs.{}.limit.stream-timeout", self.scheme);
+            }
+        }
+        idle_streams.len()
+    }
+
+    async fn acquire(self: &Arc<Self>, authority: &str, kind: Kind) -> Result<Slot> {
+        let pool = self.pool(authority);
+        let (waiter_id, mut rx) = {
+            let mut state = pool.state.lock().unwrap();
+            if state.waiters.is_empty() && !self.fits(&state, kind) {
+                // A waiter needs a slot: an idle stream gives its up.
+                self.reclaim_idle(&mut state, true);
+            }
+            if state.waiters.is_empty() && self.fits(&state, kind) {
+                let (id, activity) = self.grant(&mut state, kind);
+                return Ok(self.slot(pool.clone(), id, kind, activity));
+            }
+            let (tx, rx) = oneshot::channel();
+            let waiter_id = state.next_id;
+            state.next_id += 1;
+            state.waiters.push_back((waiter_id, kind, tx));
+            (waiter_id, rx)
+        };
+        let granted = match self.limits.timeout {
+            None => rx.await.ok(),
+            Some(limit) => match tokio::time::timeout(limit, &mut rx).await {
+                Ok(granted) => granted.ok(),
+                Err(_) => {
+                    let mut state = pool.state.lock().unwrap();
+                    let before = state.waiters.len();
+                    state.waiters.retain(|(id, _, _)| *id != waiter_id);
+                    if state.waiters.len() == before {
+                        // Granted just as the wait ran out: take it.
+                        drop(state);
+                        rx.try_recv().ok()
+                    } else {
+                        let message = self.exhausted(authority, &state, limit);
+                        // Waiters behind this one may fit now.
+                        self.dispatch(&mut state);
+                        return Err(Error::ResourceExhausted(message));
+                    }
+                }
+            },
+        };
+        let (id, activity) =
+            granted.ok_or_else(|| Error::Internal("the stream limiter dropped a waiter".into()))?;
+        Ok(self.slot(pool, id, kind, activity))
+    }
+
+    fn slot(
+        self: &Arc<Self>,
+        pool: Arc<Pool>,
+        id: u64,
+        kind: Kind,
+        activity: Arc<Activity>,
+    ) -> Slot {
+        Slot {
+            pool,
+            limiter: self.clone(),
+            id,
+            kind,
+            activity,
+        }
+    }
+
+    fn exhausted(&self, authority: &str, state: &PoolState, waited: Duration) -> String {
+        format!(
+            "no stream slot for {}://{authority} within {} ms (fs.{}.limit.timeout): {}; open now: {} output, {} input, {} waiting; close or abort streams, or raise the limits",
+            self.scheme,
+            waited.as_millis(),
+            self.scheme,
+            self.limits.describe(&self.scheme),
+            state.open_output,
+            state.open_input,
+            state.waiters.len()
+        )
+    }
+
+    /// Reclaims every idle stream and serves waiters (the reaper's round).
+    pub fn reap(&self) {
+        let pools: Vec<Arc<Pool>> = self.pools.lock().unwrap().values().cloned().collect();
+        for pool in pools {
+            let mut state = pool.state.lock().unwrap();
+            if self.reclaim_idle(&mut state, false) > 0 {
+                self.dispatch(&mut state);
+            }
+        }
+    }
+
+    /// Runs [`StreamLimiter::reap`] until the limiter is gone.
+    pub fn spawn_reaper(limiter: &Arc<StreamLimiter>) {
+        let Some(idle) = limiter.limits.stream_timeout else {
+            return;
+        };
+        let weak: Weak<StreamLimiter> = Arc::downgrade(limiter);
+        let every = (idle / 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                match weak.upgrade() {
+                    Some(limiter) => limiter.reap(),
+                    None => return,
+                }
+            }
+        });
+    }
+}
+
+/// A `tower::Layer` that puts a scheme's stream limits around its backend.
+#[derive(Clone)]
+pub struct StreamLimitLayer {
+    limiter: Arc<StreamLimiter>,
+}
+
+impl StreamLimitLayer {
+    pub fn new(scheme: &str, limits: StreamLimits) -> StreamLimitLayer {
+        StreamLimitLayer {
+            limiter: StreamLimiter::new(scheme, limits),
+        }
+    }
+
+    pub fn limiter(&self) -> &Arc<StreamLimiter> {
+        &self.limiter
+    }
+}
+
+impl tower::Layer<Arc<dyn Backend>> for StreamLimitLayer {
+    type Service = LimitedBackend;
+
+    fn layer(&self, inner: Arc<dyn Backend>) -> LimitedBackend {
+        LimitedBackend {
+            inner,
+            limiter: self.limiter.clone(),
+        }
+    }
+}
+
+/// A backend whose streams hold slots of a [`StreamLimiter`].
+pub struct LimitedBackend {
+    inner: Arc<dyn Backend>,
+    limiter: Arc<StreamLimiter>,
+}
+
+#[async_trait]
+impl Backend for LimitedBackend {
+    fn capabilities(&self) -> BackendCapabilities {
+        self.inner.capabilities()
+    }
+
+    fn check_target(&self, target: &Location) -> Result<()> {
+        self.inner.check_target(target)
+    }
+
+    async fn open(&self, target: &Location) -> Result<Box<dyn StagedWriter>> {
+        let slot = self
+            .limiter
+            .acquire(&target.authority, Kind::Output)
+            .await?;
+        let inner = self.inner.open(target).await?;
+        Ok(Box::new(LimitedWriter { inner, slot }))
+    }
+
+    async fn recover(
+        &self,
+        target: &Location,
+        handle: &HandleBody,
+    ) -> Result<Box<dyn StagedWriter>> {
+        let slot = self
+            .limiter
+            .acquire(&target.authority, Kind::Output)
+            .await?;
+        let inner = self.inner.recover(target, handle).await?;
+        Ok(Box::new(LimitedWriter { inner, slot }))
+    }
+
+    async fn commit(
+        &self,
+        target: &Location,
+        handle: &HandleBody,
+        after_recovery: bool,
+    ) -> Result<u64> {
+        self.inner.commit(target, handle, after_recovery).await
+    }
+
+    async fn target_size(&self, target: &Location) -> Result<Option<u64>> {
+        self.inner.target_size(target).await
+    }
+
+    async fn cleanup(&self, target: &Location, handle: &HandleBody) -> Result<bool> {
+        self.inner.cleanup(target, handle).await
+    }
+
+    async fn read(
+        &self,
+        target: &Location,
+        offset: u64,
+        length: Option<u64>,
+    ) -> Result<ByteStream> {
+        use futures::StreamExt;
+        let slot = self.limiter.acquire(&target.authority, Kind::Input).await?;
+        let stream = self.inner.read(target, offset, length).await?;
+        // The slot lives as long as the stream; every chunk is progress.
+        Ok(stream
+            .map(move |chunk| {
+                slot.touch()?;
+                chunk
+            })
+            .boxed())
+    }
+
+    async fn stat(&self, path: &Location) -> Result<Option<Entry>> {
+        self.inner.stat(path).await
+    }
+
+    async fn list(&self, dir: &Location) -> Result<Vec<Entry>> {
+        self.inner.list(dir).await
+    }
+
+    async fn delete(&self, path: &Location, recursive: bool) -> Result<bool> {
+        self.inner.delete(path, recursive).await
+    }
+
+    async fn mkdirs(&self, dir: &Location) -> Result<()> {
+        self.inner.mkdirs(dir).await
+    }
+
+    async fn rename(&self, from: &Location, to: &Location) -> Result<()> {
+        self.inner.rename(from, to).await
+    }
+
+    async fn remove_staging(
+        &self,
+        target: &Location,
+        location: &str,
+        artefacts: &[String],
+    ) -> Result<Removed> {
+        self.inner.remove_staging(target, location, artefacts).await
+    }
+
+    async fn remove_artefacts(&self, target: &Location, artefacts: &[String]) -> Result<usize> {
+        self.inner.remove_artefacts(target, artefacts).await
+    }
+}
+
+/// A staged file holding an output slot.
+struct LimitedWriter {
+    inner: Box<dyn StagedWriter>,
+    slot: Slot,
+}
+
+#[async_trait]
+impl StagedWriter for LimitedWriter {
+    fn staging_id(&self) -> &str {
+        self.inner.staging_id()
+    }
+
+    fn location(&self) -> &str {
+        self.inner.location()
+    }
+
+    fn reclaimed(&self) -> bool {
+        self.slot.reclaimed()
+    }
+
+    async fn write(&mut self, data: Bytes) -> Result<()> {
+        self.slot.touch()?;
+        self.inner.write(data).await
+    }
+
+    async fn persist(&mut self) -> Result<Staging> {
+        self.slot.touch()?;
+        self.inner.persist().await
+    }
+
+    async fn close_for_commit(&mut self) -> Result<Staging> {
+        self.slot.touch()?;
+        self.inner.close_for_commit().await
+    }
+
+    async fn discard(self: Box<Self>) -> Result<()> {
+        self.inner.discard().await
+    }
+}
