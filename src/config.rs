@@ -151,6 +151,22 @@ pub const KNOWN_KEYS: &[(&str, &str)] = &[
         "how many random [0-9A-Za-z] characters replace the marker; default 4",
     ),
     (
+        "rpc.max-concurrent-requests",
+        "RPCs in flight at most; past it, calls are shed with RESOURCE_EXHAUSTED; default 1024",
+    ),
+    (
+        "rpc.unary-timeout",
+        "deadline of unary RPCs (e.g. 30s); default 60s",
+    ),
+    (
+        "rpc.write-idle-timeout",
+        "longest pause between the messages of a Write call; default 60s",
+    ),
+    (
+        "rpc.max-message-size",
+        "largest gRPC message accepted (Flink memory size); default 16mb",
+    ),
+    (
         "janitor.ttl",
         "age after which abandoned uploads, tail objects and temp files are removed (e.g. 7d, 12h, 30min, 500ms); default 7d",
     ),
@@ -221,6 +237,26 @@ pub struct AzureConfig {
     pub upload: UploadConfig,
 }
 
+/// The RPC edge (see `edge.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EdgeConfig {
+    pub max_concurrent_requests: usize,
+    pub unary_timeout: std::time::Duration,
+    pub write_idle_timeout: std::time::Duration,
+    pub max_message_size: usize,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        EdgeConfig {
+            max_concurrent_requests: 1024,
+            unary_timeout: std::time::Duration::from_secs(60),
+            write_idle_timeout: std::time::Duration::from_secs(60),
+            max_message_size: 16 * 1024 * 1024,
+        }
+    }
+}
+
 /// `<scheme>.entropy.key` and `.length` (DESIGN.md 4).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntropyConfig {
@@ -270,6 +306,7 @@ pub struct Config {
     pub gcs: Option<GcsConfig>,
     pub azure: Option<AzureConfig>,
     pub janitor: JanitorConfig,
+    pub edge: EdgeConfig,
     /// `fs.<scheme>.limit.*` by scheme.
     pub limits: BTreeMap<String, crate::limit::StreamLimits>,
     /// Entropy injection by scheme.
@@ -395,6 +432,25 @@ impl Config {
                 endpoint: raw.remove("azure.endpoint"),
                 upload: upload_config(&mut raw, "azure", 1)?,
             });
+        }
+        if let Some(v) = raw.remove("rpc.max-concurrent-requests") {
+            config.edge.max_concurrent_requests =
+                parse_positive("rpc.max-concurrent-requests", &v)? as usize;
+        }
+        if let Some(v) = raw.remove("rpc.unary-timeout") {
+            config.edge.unary_timeout = parse_duration("rpc.unary-timeout", &v)?;
+        }
+        if let Some(v) = raw.remove("rpc.write-idle-timeout") {
+            config.edge.write_idle_timeout = parse_duration("rpc.write-idle-timeout", &v)?;
+        }
+        if let Some(v) = raw.remove("rpc.max-message-size") {
+            let size = parse_memory_size("rpc.max-message-size", &v)?;
+            if !(1024..=(1 << 30)).contains(&size) {
+                return Err(Error::InvalidArgument(format!(
+                    "rpc.max-message-size must lie between 1kb and 1gb, not {size} bytes"
+                )));
+            }
+            config.edge.max_message_size = size as usize;
         }
         if let Some(v) = raw.remove("janitor.ttl") {
             config.janitor.ttl = parse_duration("janitor.ttl", &v)?;

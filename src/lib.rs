@@ -5,6 +5,7 @@
 //!
 //! # Layout
 //! - [`server`]: opens the data dir and backends, serves gRPC on a listener.
+//! - [`edge`]: the tower layers at the RPC edge, assembled in one place.
 //! - [`api`]: the gRPC adapter (`sluice.v1.StorageGateway`) and the one
 //!   mapping from errors to status codes.
 //! - [`gateway`]: the write protocol: sessions, offsets, checksums, handles,
@@ -22,6 +23,7 @@
 pub mod api;
 pub mod backend;
 pub mod config;
+pub mod edge;
 pub mod error;
 pub mod gateway;
 pub mod handle;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
-use crate::api::{GatewayApi, MAX_MESSAGE_SIZE};
+use crate::api::GatewayApi;
 use crate::backend::Registry;
 use crate::backend::file::FileBackend;
 use crate::backend::memory::MemoryStores;
@@ -51,6 +51,7 @@ pub struct Server {
     pub janitor: JanitorConfig,
     /// What the janitor removed since start.
     pub janitor_totals: Arc<JanitorTotals>,
+    pub edge: crate::config::EdgeConfig,
     /// The stream limiters of the schemes that have limits.
     pub limiters: Vec<Arc<crate::limit::StreamLimiter>>,
 }
@@ -101,6 +102,7 @@ impl Server {
             state,
         );
         Ok(Server {
+            edge: config.edge,
             limiters,
             gateway: Arc::new(gateway),
             janitor: config.janitor,
@@ -173,9 +175,10 @@ pub async fn run(
     let reflection_v1alpha = reflection()
         .build_v1alpha()
         .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
-    let api = StorageGatewayServer::new(GatewayApi::new(server.gateway.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_SIZE)
-        .max_encoding_message_size(MAX_MESSAGE_SIZE);
+    let edge = server.edge;
+    let api = StorageGatewayServer::new(GatewayApi::new(server.gateway.clone(), edge))
+        .max_decoding_message_size(edge.max_message_size)
+        .max_encoding_message_size(edge.max_message_size);
     for limiter in &server.limiters {
         crate::limit::StreamLimiter::spawn_reaper(limiter);
     }
@@ -189,7 +192,18 @@ pub async fn run(
         .local_addr()
         .map_err(|e| Error::Internal(format!("the listener has no address: {e}")))?;
     tracing::info!(address = %addr, schemes = ?server.gateway.registry().schemes().collect::<Vec<_>>(), "sluice listening");
+    use crate::edge::{OversizeLayer, ShedLayer, UnaryDeadlineLayer, rpc_span};
+    use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+    // The RPC edge, outermost first (see edge.rs for each layer's why).
+    let edge_layers = tower::ServiceBuilder::new()
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(tower_http::trace::TraceLayer::new_for_grpc().make_span_with(rpc_span))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(ShedLayer::new(edge.max_concurrent_requests))
+        .layer(UnaryDeadlineLayer(edge.unary_timeout))
+        .layer(OversizeLayer);
     let result = tonic::transport::Server::builder()
+        .layer(edge_layers)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

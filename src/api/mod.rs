@@ -5,14 +5,12 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::config::EdgeConfig;
 use crate::gateway::Gateway;
 use crate::proto::storage_gateway_server::StorageGateway;
 use crate::proto::*;
 
 pub mod status;
-
-/// Largest gRPC message accepted, in bytes (a Write chunk plus framing).
-pub const MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
 
 /// Largest `Read` message payload.
 pub const READ_CHUNK: usize = 1024 * 1024;
@@ -21,11 +19,34 @@ pub const READ_CHUNK: usize = 1024 * 1024;
 #[derive(Clone)]
 pub struct GatewayApi {
     gateway: Arc<Gateway>,
+    edge: EdgeConfig,
 }
 
 impl GatewayApi {
-    pub fn new(gateway: Arc<Gateway>) -> GatewayApi {
-        GatewayApi { gateway }
+    pub fn new(gateway: Arc<Gateway>, edge: EdgeConfig) -> GatewayApi {
+        GatewayApi { gateway, edge }
+    }
+
+    /// The next message of a Write call, within the idle timeout.
+    async fn next_write(
+        &self,
+        stream: &mut Streaming<WriteRequest>,
+    ) -> Result<Option<WriteRequest>, Status> {
+        let idle = self.edge.write_idle_timeout;
+        match tokio::time::timeout(idle, stream.message()).await {
+            Ok(Ok(message)) => Ok(message),
+            Ok(Err(status)) if crate::edge::is_oversize(&status) => {
+                Err(Status::resource_exhausted(format!(
+                    "{} (rpc.max-message-size); send smaller messages",
+                    status.message()
+                )))
+            }
+            Ok(Err(status)) => Err(status),
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "no Write message for {} ms (rpc.write-idle-timeout); what was acknowledged is kept, continue from the session's position",
+                idle.as_millis()
+            ))),
+        }
     }
 }
 
@@ -134,14 +155,14 @@ impl StorageGateway for GatewayApi {
         request: Request<Streaming<WriteRequest>>,
     ) -> Result<Response<WriteResponse>, Status> {
         let mut stream = request.into_inner();
-        let first = stream.message().await?.ok_or_else(|| {
+        let first = self.next_write(&mut stream).await?.ok_or_else(|| {
             Status::invalid_argument(
                 "the Write call sent no message: send at least one with a session_id",
             )
         })?;
         let guard = self.gateway.begin_write(&first.session_id)?;
         let mut position = guard.append(first.offset, first.data).await?;
-        while let Some(msg) = stream.message().await? {
+        while let Some(msg) = self.next_write(&mut stream).await? {
             if !msg.session_id.is_empty() && msg.session_id != first.session_id {
                 return Err(Status::invalid_argument(format!(
                     "one Write call writes one session: got {} after {}",
@@ -229,7 +250,7 @@ impl StorageGateway for GatewayApi {
             min_part_size: caps.backend.min_part_size,
             max_concurrent_uploads: caps.backend.max_concurrent_uploads,
             survives_restart: caps.backend.survives_restart,
-            max_message_size: MAX_MESSAGE_SIZE as u64,
+            max_message_size: self.edge.max_message_size as u64,
         }))
     }
 }

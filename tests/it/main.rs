@@ -8,6 +8,7 @@
 
 mod cloud;
 mod conformance;
+mod edge;
 mod emulators;
 mod harness;
 mod limits;

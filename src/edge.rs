@@ -1,0 +1,220 @@
+//! The RPC edge: the tower layers between the network and the gRPC
+//! services. They are assembled in one place, `server::run`, outermost
+//! first, so their order reads top to bottom:
+//!
+//! 1. a request id (`x-request-id`, kept from the caller or made), returned
+//!    to the caller and carried by a tracing span per RPC;
+//! 2. a bound on RPCs in flight: past it, a call is shed at once with
+//!    `RESOURCE_EXHAUSTED` instead of queueing;
+//! 3. a deadline for unary RPCs (`DEADLINE_EXCEEDED`); streams are bounded
+//!    by the idle timeout of `Write` (in the API) and by stream limits;
+//! 4. oversized messages answered `RESOURCE_EXHAUSTED`, as the gRPC status
+//!    code guide has it (tonic says `OUT_OF_RANGE`).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{Request, Response};
+use tokio::sync::Semaphore;
+use tonic::body::Body;
+use tower::{Layer, Service};
+
+/// Streaming RPCs: no unary deadline applies to them.
+const STREAMING: &[&str] = &[
+    "/sluice.v1.StorageGateway/Write",
+    "/sluice.v1.StorageGateway/Read",
+    "/grpc.health.v1.Health/Watch",
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
+
+/// The tracing span of one RPC, carrying its request id.
+pub fn rpc_span(request: &Request<Body>) -> tracing::Span {
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    tracing::info_span!("rpc", method = %request.uri().path(), request_id = %id)
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+fn status_response(status: tonic::Status) -> Response<Body> {
+    status.into_http()
+}
+
+/// Sheds calls past a bound on RPCs in flight.
+#[derive(Clone)]
+pub struct ShedLayer {
+    permits: Arc<Semaphore>,
+    limit: usize,
+}
+
+impl ShedLayer {
+    pub fn new(limit: usize) -> ShedLayer {
+        ShedLayer {
+            permits: Arc::new(Semaphore::new(limit)),
+            limit,
+        }
+    }
+}
+
+impl<S> Layer<S> for ShedLayer {
+    type Service = Shed<S>;
+    fn layer(&self, inner: S) -> Shed<S> {
+        Shed {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Shed<S> {
+    inner: S,
+    layer: ShedLayer,
+}
+
+impl<S, B> Service<Request<B>> for Shed<S>
+where
+    S: Service<Request<B>, Response = Response<Body>> + Clone + Send + 'static,
+    S::Future: Send,
+    B: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Response<Body>, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let Ok(permit) = self.layer.permits.clone().try_acquire_owned() else {
+            let limit = self.layer.limit;
+            return Box::pin(async move {
+                Ok(status_response(tonic::Status::resource_exhausted(format!(
+                    "the gateway is at its bound of {limit} RPCs in flight (rpc.max-concurrent-requests); retry with backoff"
+                ))))
+            });
+        };
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            let response = future.await;
+            drop(permit);
+            response
+        })
+    }
+}
+
+/// A deadline for unary RPCs.
+#[derive(Clone, Copy)]
+pub struct UnaryDeadlineLayer(pub Duration);
+
+impl<S> Layer<S> for UnaryDeadlineLayer {
+    type Service = UnaryDeadline<S>;
+    fn layer(&self, inner: S) -> UnaryDeadline<S> {
+        UnaryDeadline {
+            inner,
+            deadline: self.0,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct UnaryDeadline<S> {
+    inner: S,
+    deadline: Duration,
+}
+
+impl<S, B> Service<Request<B>> for UnaryDeadline<S>
+where
+    S: Service<Request<B>, Response = Response<Body>> + Clone + Send + 'static,
+    S::Future: Send,
+    B: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Response<Body>, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let path = request.uri().path().to_string();
+        let future = self.inner.call(request);
+        if STREAMING.contains(&path.as_str()) {
+            return Box::pin(future);
+        }
+        let deadline = self.deadline;
+        Box::pin(async move {
+            match tokio::time::timeout(deadline, future).await {
+                Ok(response) => response,
+                Err(_) => Ok(status_response(tonic::Status::deadline_exceeded(format!(
+                    "{path} took longer than {} ms (rpc.unary-timeout)",
+                    deadline.as_millis()
+                )))),
+            }
+        })
+    }
+}
+
+/// Answers oversized messages with `RESOURCE_EXHAUSTED`.
+#[derive(Clone, Copy)]
+pub struct OversizeLayer;
+
+impl<S> Layer<S> for OversizeLayer {
+    type Service = Oversize<S>;
+    fn layer(&self, inner: S) -> Oversize<S> {
+        Oversize { inner }
+    }
+}
+
+#[derive(Clone)]
+pub struct Oversize<S> {
+    inner: S,
+}
+
+/// tonic's words for a message over the decoding limit.
+pub fn is_oversize(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::OutOfRange
+        && status.message().contains("message length too large")
+}
+
+impl<S, B> Service<Request<B>> for Oversize<S>
+where
+    S: Service<Request<B>, Response = Response<Body>> + Clone + Send + 'static,
+    S::Future: Send,
+    B: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Response<Body>, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            let response = future.await?;
+            // A unary decode failure is a trailers-only response: its status
+            // is in the headers.
+            match tonic::Status::from_header_map(response.headers()) {
+                Some(status) if is_oversize(&status) => {
+                    Ok(status_response(tonic::Status::resource_exhausted(format!(
+                        "{} (rpc.max-message-size); send smaller messages",
+                        status.message()
+                    ))))
+                }
+                _ => Ok(response),
+            }
+        })
+    }
+}
