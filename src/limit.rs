@@ -383,7 +383,10 @@ pub struct LimitedBackend {
 #[async_trait]
 impl Backend for LimitedBackend {
     fn capabilities(&self) -> BackendCapabilities {
-        self.inner.capabilities()
+        BackendCapabilities {
+            limits: self.limiter.limits,
+            ..self.inner.capabilities()
+        }
     }
 
     fn check_target(&self, target: &Location) -> Result<()> {

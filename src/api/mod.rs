@@ -242,6 +242,7 @@ impl StorageGateway for GatewayApi {
         request: Request<CapabilitiesRequest>,
     ) -> Result<Response<CapabilitiesResponse>, Status> {
         let caps = self.gateway.capabilities(&request.into_inner().path)?;
+        let limits = caps.backend.limits;
         Ok(Response::new(CapabilitiesResponse {
             supports_resume: caps.backend.supports_resume,
             requires_cleanup: caps.backend.requires_cleanup,
@@ -251,6 +252,11 @@ impl StorageGateway for GatewayApi {
             max_concurrent_uploads: caps.backend.max_concurrent_uploads,
             survives_restart: caps.backend.survives_restart,
             max_message_size: self.edge.max_message_size as u64,
+            limit_total: limits.total.unwrap_or(0) as u64,
+            limit_output: limits.output.unwrap_or(0) as u64,
+            limit_input: limits.input.unwrap_or(0) as u64,
+            limit_timeout_ms: limits.timeout.map_or(0, |d| d.as_millis() as u64),
+            limit_stream_timeout_ms: limits.stream_timeout.map_or(0, |d| d.as_millis() as u64),
         }))
     }
 }

@@ -132,6 +132,7 @@ impl Backend for FileBackend {
             min_part_size: 0,
             max_concurrent_uploads: 0,
             survives_restart: true,
+            limits: Default::default(),
         }
     }
 

@@ -36,6 +36,8 @@ pub struct BackendCapabilities {
     pub min_part_size: u64,
     pub max_concurrent_uploads: u32,
     pub survives_restart: bool,
+    /// `fs.<scheme>.limit.*` in force; all unlimited by default.
+    pub limits: crate::limit::StreamLimits,
 }
 
 /// One storage scheme.

@@ -75,6 +75,7 @@ impl Backend for ObjectBackend {
             min_part_size: self.upload.part_size,
             max_concurrent_uploads: self.upload.max_concurrent_uploads,
             survives_restart: self.survives_restart,
+            limits: Default::default(),
         }
     }
 
