@@ -612,18 +612,13 @@ fn parse_bool(raw: &mut BTreeMap<String, String>, key: &str) -> Result<Option<bo
 
 /// Parses a duration: a number and a unit (`ms`, `s`, `min`/`m`, `h`, `d`).
 pub fn parse_duration(key: &str, value: &str) -> Result<std::time::Duration> {
-    let value = value.trim();
-    let split = value
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(value.len());
-    let (digits, unit) = value.split_at(split);
     let bad = || {
         Error::InvalidArgument(format!(
             "{key}: {value:?} is not a duration such as 500ms, 30s, 10min, 12h or 7d"
         ))
     };
-    let n: u64 = digits.parse().map_err(|_| bad())?;
-    let millis = match unit.trim() {
+    let (n, unit) = number_and_unit(value).ok_or_else(bad)?;
+    let millis = match unit {
         "ms" => 1,
         "s" | "" => 1000,
         "m" | "min" => 60_000,
@@ -661,21 +656,26 @@ pub fn parse_signing_key(text: &str) -> Result<Vec<u8>> {
     Ok(key)
 }
 
-/// Parses a Flink memory size: a number with an optional unit
-/// (`b`, `k`/`kb`, `m`/`mb`, `g`/`gb`, `t`/`tb`, binary multiples).
-pub fn parse_memory_size(key: &str, value: &str) -> Result<u64> {
+/// Splits `"12 kb"` into 12 and `"kb"`; `None` without leading digits.
+fn number_and_unit(value: &str) -> Option<(u64, &str)> {
     let value = value.trim();
     let split = value
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(value.len());
     let (digits, unit) = value.split_at(split);
+    Some((digits.parse().ok()?, unit.trim()))
+}
+
+/// Parses a Flink memory size: a number with an optional unit
+/// (`b`, `k`/`kb`, `m`/`mb`, `g`/`gb`, `t`/`tb`, binary multiples).
+pub fn parse_memory_size(key: &str, value: &str) -> Result<u64> {
     let bad = || {
         Error::InvalidArgument(format!(
             "{key}: {value:?} is not a memory size such as 5242880, 100kb or 5mb"
         ))
     };
-    let n: u64 = digits.parse().map_err(|_| bad())?;
-    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+    let (n, unit) = number_and_unit(value).ok_or_else(bad)?;
+    let shift = match unit.to_ascii_lowercase().as_str() {
         "" | "b" | "bytes" => 0,
         "k" | "kb" | "kibibytes" => 10,
         "m" | "mb" | "mebibytes" => 20,

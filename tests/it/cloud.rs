@@ -376,16 +376,6 @@ async fn janitor_removes_abandoned_uploads_and_tails_on_s3() {
     multipart::write_all(&mut c, &live, first.len() as u64, &rest, part).await;
     let (h, _) = close(&mut c, &live).await.unwrap();
     commit(&mut c, &h, false).await.unwrap();
-    use object_store::ObjectStoreExt;
-    let got = objects
-        .get(&object_store::path::Path::from("out/live"))
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    assert!(
-        got.as_ref() == [first, rest].concat().as_slice(),
-        "live file content differs"
-    );
+    let got = read_object(objects.as_ref(), "out/live").await;
+    assert!(got == [first, rest].concat(), "live file content differs");
 }

@@ -453,3 +453,16 @@ pub async fn put_file(c: &mut Client, path: &str, data: &[u8]) {
     let (h, _) = close(c, &sid).await.unwrap();
     commit(c, &h, false).await.unwrap();
 }
+
+/// What an object store holds at `key`, through the test's own client.
+pub async fn read_object(store: &dyn object_store::ObjectStore, key: &str) -> Vec<u8> {
+    use object_store::ObjectStoreExt;
+    store
+        .get(&object_store::path::Path::from(key))
+        .await
+        .unwrap_or_else(|e| panic!("{key} cannot be read: {e}"))
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec()
+}

@@ -129,15 +129,10 @@ async fn default_scheme_resolves_paths_without_scheme() {
     let (h, _) = close(&mut c, &r.session_id).await.unwrap();
     commit(&mut c, &h, false).await.unwrap();
     let (objects, _) = server.memory.store("defaults");
-    use object_store::ObjectStoreExt;
-    let got = objects
-        .get(&object_store::path::Path::from("jobs/out/part-0"))
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    assert_eq!(&got[..], b"hello");
+    assert_eq!(
+        read_object(objects.as_ref(), "jobs/out/part-0").await,
+        b"hello"
+    );
     expect_code(open(&mut c, "jobs/relative").await, Code::InvalidArgument);
 }
 

@@ -180,16 +180,9 @@ async fn kill_9_between_persist_and_recover_on_s3() {
     commit(&mut c, &h, false).await.unwrap();
     gateway.kill9();
 
-    use object_store::ObjectStoreExt;
-    let got = s3_client(&moto.url(), "restart")
-        .get(&object_store::path::Path::from("out/part-0"))
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let got = read_object(s3_client(&moto.url(), "restart").as_ref(), "out/part-0").await;
     assert!(
-        got.as_ref() == [first, last].concat().as_slice(),
+        got == [first, last].concat(),
         "content differs after the restart"
     );
 }
