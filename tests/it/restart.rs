@@ -10,9 +10,9 @@ use tonic::Code;
 
 use crate::harness::*;
 
-struct Gateway {
+pub struct Gateway {
     child: Child,
-    addr: SocketAddr,
+    pub addr: SocketAddr,
 }
 
 impl Gateway {
@@ -26,6 +26,18 @@ impl Gateway {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir);
+        Gateway::spawn(cmd, data_dir, yaml)
+    }
+
+    /// `sluice serve` on its defaults in `dir` (as the README runs it).
+    pub fn start_on_defaults(dir: &Path) -> Gateway {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0"])
+            .current_dir(dir);
+        Gateway::spawn(cmd, dir, None)
+    }
+
+    fn spawn(mut cmd: Command, data_dir: &Path, yaml: Option<&str>) -> Gateway {
         if let Some(yaml) = yaml {
             let file = data_dir.join("sluice.yaml");
             std::fs::create_dir_all(data_dir).unwrap();
@@ -62,7 +74,7 @@ impl Gateway {
         }
     }
 
-    fn kill9(mut self) {
+    pub fn kill9(mut self) {
         self.child.kill().unwrap(); // SIGKILL
         self.child.wait().unwrap();
     }
@@ -185,4 +197,46 @@ async fn kill_9_between_persist_and_recover_on_s3() {
         got == [first, last].concat(),
         "content differs after the restart"
     );
+}
+
+/// The README's quickstart, run as written with real grpcurl against the
+/// binary on its embedded defaults.
+#[test]
+fn readme_quickstart_works_as_written() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme
+        .find("```sh\nROOT=$PWD/sluice-data/files")
+        .expect("the quickstart block")
+        + "```sh\n".len();
+    let block = &readme[start..start + readme[start..].find("```").unwrap()];
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = Gateway::start_on_defaults(dir.path());
+    let path = format!(
+        "{}:{}",
+        crate::emulators::tools_bin().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new("bash")
+        .args(["-c", block])
+        .current_dir(dir.path())
+        .env("PATH", path)
+        .env("ADDR", gateway.addr.to_string())
+        .output()
+        .unwrap();
+    gateway.kill9();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        stdout.contains("hello, world"),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(stderr.contains("AlreadyExists"), "stderr:\n{stderr}");
+    assert!(
+        stdout.contains("\"name\": \"hello.txt\""),
+        "stdout:\n{stdout}"
+    );
+    assert!(!stdout.contains("inprogress"), "stdout:\n{stdout}");
 }
