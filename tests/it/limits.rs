@@ -162,14 +162,15 @@ async fn idle_session_is_reclaimed_for_a_waiter_and_stays_recoverable() {
 
 #[tokio::test]
 async fn the_reaper_reclaims_idle_sessions_without_waiters() {
-    let server = TestServer::start("fs.memory.limit.stream-timeout: 200\n").await;
+    let server = TestServer::start("fs.memory.limit.stream-timeout: 500\n").await;
     let mut c = server.client().await;
     let idle = open(&mut c, "memory://lim/idle").await.unwrap();
     write_at(&mut c, &idle, 0, b"x").await.unwrap();
     let busy = open(&mut c, "memory://lim/busy").await.unwrap();
-    // Keep one session busy while the other idles.
-    for i in 0..15u64 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    // One session makes progress every 50 ms (a tenth of the timeout) while
+    // the other idles for three times the timeout.
+    for i in 0..30u64 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
         write_at(&mut c, &busy, i, b"y").await.unwrap();
     }
     let msg = expect_code(write_at(&mut c, &idle, 1, b"x").await, Code::Aborted);
