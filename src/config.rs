@@ -167,6 +167,10 @@ pub const KNOWN_KEYS: &[(&str, &str)] = &[
         "largest gRPC message accepted (Flink memory size); default 16mb",
     ),
     (
+        "shutdown.grace-period",
+        "how long RPCs in flight may finish after SIGTERM before the gateway stops; default 30s",
+    ),
+    (
         "janitor.ttl",
         "age after which abandoned uploads, tail objects and temp files are removed (e.g. 7d, 12h, 30min, 500ms); default 7d",
     ),
@@ -307,6 +311,8 @@ pub struct Config {
     pub azure: Option<AzureConfig>,
     pub janitor: JanitorConfig,
     pub edge: EdgeConfig,
+    /// `shutdown.grace-period`.
+    pub shutdown_grace: std::time::Duration,
     /// `fs.<scheme>.limit.*` by scheme.
     pub limits: BTreeMap<String, crate::limit::StreamLimits>,
     /// Entropy injection by scheme.
@@ -452,6 +458,10 @@ impl Config {
             }
             config.edge.max_message_size = size as usize;
         }
+        config.shutdown_grace = match raw.remove("shutdown.grace-period") {
+            Some(v) => parse_duration("shutdown.grace-period", &v)?,
+            None => std::time::Duration::from_secs(30),
+        };
         if let Some(v) = raw.remove("janitor.ttl") {
             config.janitor.ttl = parse_duration("janitor.ttl", &v)?;
         }

@@ -2,6 +2,7 @@
 //! services. They are assembled in one place, `server::run`, outermost
 //! first, so their order reads top to bottom:
 //!
+//! 0. RPCs counted by method and status code (for `/metrics`);
 //! 1. a request id (`x-request-id`, kept from the caller or made), returned
 //!    to the caller and carried by a tracing span per RPC;
 //! 2. a bound on RPCs in flight: past it, a call is shed at once with
@@ -215,6 +216,68 @@ where
                 }
                 _ => Ok(response),
             }
+        })
+    }
+}
+
+/// Counts RPCs by method and status code. An error is in the response
+/// headers (tonic answers errors trailers-only); anything else counts as OK
+/// (a streaming RPC that fails mid-stream is counted OK).
+#[derive(Clone)]
+pub struct RpcMetricsLayer(pub Arc<crate::metrics::Metrics>);
+
+impl<S> Layer<S> for RpcMetricsLayer {
+    type Service = RpcMetrics<S>;
+    fn layer(&self, inner: S) -> RpcMetrics<S> {
+        RpcMetrics {
+            inner,
+            metrics: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct RpcMetrics<S> {
+    inner: S,
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl<S, B, R> Service<Request<B>> for RpcMetrics<S>
+where
+    S: Service<Request<B>, Response = Response<R>> + Clone + Send + 'static,
+    S::Future: Send,
+    B: Send + 'static,
+{
+    type Response = Response<R>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Response<R>, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let method = request
+            .uri()
+            .path()
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let future = self.inner.call(request);
+        let metrics = self.metrics.clone();
+        Box::pin(async move {
+            let response = future.await?;
+            let code = tonic::Status::from_header_map(response.headers())
+                .map_or(tonic::Code::Ok, |s| s.code());
+            metrics
+                .rpcs
+                .get_or_create(&crate::metrics::RpcLabel {
+                    method,
+                    code: format!("{code:?}"),
+                })
+                .inc();
+            Ok(response)
         })
     }
 }

@@ -24,6 +24,7 @@ use crate::config::EntropyConfig;
 use crate::error::{Error, Result};
 use crate::handle::HandleKeys;
 use crate::location::{DefaultScheme, Location};
+use crate::metrics::Metrics;
 use crate::proto::{HandleBody, HandleKind, SessionRecord, SessionStatus, StagingRecord};
 use crate::state::{StateStore, now_ms};
 
@@ -43,6 +44,7 @@ pub struct Gateway {
     state: StateStore,
     sessions: Mutex<HashMap<String, Arc<Session>>>,
     staging_locks: StagingLocks,
+    metrics: Arc<Metrics>,
 }
 
 /// A live write session.
@@ -153,8 +155,9 @@ impl Gateway {
         entropy: BTreeMap<String, EntropyConfig>,
         keys: HandleKeys,
         state: StateStore,
+        metrics: Arc<Metrics>,
     ) -> Gateway {
-        Gateway {
+        let gateway = Gateway {
             registry,
             default_scheme,
             entropy,
@@ -162,7 +165,21 @@ impl Gateway {
             state,
             sessions: Mutex::new(HashMap::new()),
             staging_locks: StagingLocks::default(),
+            metrics,
+        };
+        // Every served scheme shows up at zero from the start, so dashboards
+        // and alerts see the series before the first write.
+        for scheme in gateway.registry.schemes() {
+            let label = Metrics::scheme(scheme);
+            let _ = gateway.metrics.sessions_open.get_or_create(&label);
+            let _ = gateway.metrics.bytes_written.get_or_create(&label);
+            let _ = gateway.metrics.bytes_read.get_or_create(&label);
         }
+        gateway
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     pub fn registry(&self) -> &Registry {
@@ -410,6 +427,10 @@ impl Gateway {
             }),
         });
         self.sessions.lock().unwrap().insert(id, session.clone());
+        self.metrics
+            .sessions_open
+            .get_or_create(&Metrics::scheme(&session.target.scheme))
+            .inc();
         session
     }
 
@@ -444,8 +465,16 @@ impl Gateway {
         Err(ended.error(id))
     }
 
-    fn remove_session(&self, id: &str) {
-        self.sessions.lock().unwrap().remove(id);
+    /// Forgets a live session; returns it when it was live.
+    fn remove_session(&self, id: &str) -> Option<Arc<Session>> {
+        let removed = self.sessions.lock().unwrap().remove(id);
+        if let Some(session) = &removed {
+            self.metrics
+                .sessions_open
+                .get_or_create(&Metrics::scheme(&session.target.scheme))
+                .dec();
+        }
+        removed
     }
 
     /// Claims the session for one Write call; a concurrent call is refused.
@@ -456,11 +485,15 @@ impl Gateway {
                 "another Write call is in progress on session {session_id}; wait for it to finish, then continue from the position it acknowledged"
             )));
         }
-        Ok(WriteGuard { session })
+        Ok(WriteGuard {
+            session,
+            metrics: self.metrics.clone(),
+        })
     }
 
     /// Makes the session's bytes durable and returns a resume handle.
     pub async fn persist(&self, session_id: &str) -> Result<(Vec<u8>, u64)> {
+        let started = std::time::Instant::now();
         let session = self.live(session_id)?;
         let _staging = self.staging_locks.lock(&session.staging_id).await;
         let mut inner = session.inner.lock().await;
@@ -485,6 +518,10 @@ impl Gateway {
             ),
         )?;
         self.state.flush().await?;
+        self.metrics
+            .persist_seconds
+            .get_or_create(&Metrics::scheme(&session.target.scheme))
+            .observe(started.elapsed().as_secs_f64());
         Ok((self.keys.seal(&body), inner.position))
     }
 
@@ -616,6 +653,7 @@ impl Gateway {
 
     /// Publishes what a commit or resume handle names.
     pub async fn commit(&self, handle: &[u8], after_recovery: bool) -> Result<(Location, u64)> {
+        let started = std::time::Instant::now();
         let body = self.keys.open(handle)?;
         if body.kind() == HandleKind::Unspecified {
             return Err(invalid_kind());
@@ -658,6 +696,10 @@ impl Gateway {
                 }
             }
         }
+        self.metrics
+            .commit_seconds
+            .get_or_create(&Metrics::scheme(&target.scheme))
+            .observe(started.elapsed().as_secs_f64());
         tracing::info!(target = %target, size, after_recovery, "committed");
         Ok((target, size))
     }
@@ -680,8 +722,7 @@ impl Gateway {
             return Ok(());
         }
         let owner = std::mem::take(&mut record.owner_session);
-        let session = self.sessions.lock().unwrap().remove(&owner);
-        if let Some(session) = session {
+        if let Some(session) = self.remove_session(&owner) {
             let mut inner = session.inner.lock().await;
             inner.end(Ended::Superseded(by.to_string()));
             self.record_end(&session, &inner)?;
@@ -842,6 +883,7 @@ fn session_record(
 /// One Write call's claim on a session; released when dropped.
 pub struct WriteGuard {
     session: Arc<Session>,
+    metrics: Arc<Metrics>,
 }
 
 impl WriteGuard {
@@ -875,6 +917,10 @@ impl WriteGuard {
         inner.checked(written)?;
         inner.crc = crc;
         inner.position = end;
+        self.metrics
+            .bytes_written
+            .get_or_create(&Metrics::scheme(&session.target.scheme))
+            .inc_by(len);
         debug_assert_eq!(end, position + len);
         Ok(end)
     }

@@ -28,6 +28,15 @@ impl JanitorTotals {
 
 /// Sweeps every `config.interval` until the task is dropped or aborted.
 pub async fn run(gateway: Arc<Gateway>, config: JanitorConfig, totals: Arc<JanitorTotals>) {
+    let metrics = gateway.metrics().clone();
+    let record = move |kind: &str, n: usize| {
+        metrics
+            .janitor_removed
+            .get_or_create(&crate::metrics::KindLabel {
+                kind: kind.to_string(),
+            })
+            .inc_by(n as u64);
+    };
     let mut tick = tokio::time::interval(config.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await; // the first tick is immediate; start one interval in
@@ -37,6 +46,9 @@ pub async fn run(gateway: Arc<Gateway>, config: JanitorConfig, totals: Arc<Janit
             Ok(r) if r == Removed::default() => {}
             Ok(r) => {
                 totals.add(r);
+                record("upload", r.uploads);
+                record("tail_object", r.tails);
+                record("temp_file", r.temp_files);
                 tracing::info!(
                     uploads_aborted = r.uploads,
                     tail_objects_deleted = r.tails,

@@ -17,6 +17,7 @@
 //! - [`janitor`]: removes abandoned uploads, tail objects and temp files.
 //! - [`limit`]: Flink's per-scheme stream limits, wrapped around backends.
 //! - [`location`]: target URIs and the default scheme.
+//! - [`metrics`]: the Prometheus metrics of the admin port.
 //! - [`config`]: Flink-style YAML keys and their environment overrides.
 //! - [`error`]: the domain error type.
 
@@ -30,6 +31,7 @@ pub mod handle;
 pub mod janitor;
 pub mod limit;
 pub mod location;
+pub mod metrics;
 pub mod server;
 pub mod state;
 

@@ -85,6 +85,7 @@ struct Pool {
 /// The pools of one scheme.
 pub struct StreamLimiter {
     scheme: String,
+    metrics: Arc<crate::metrics::Metrics>,
     limits: StreamLimits,
     started: Instant,
     pools: Mutex<HashMap<String, Arc<Pool>>>,
@@ -137,9 +138,14 @@ impl Drop for Slot {
 }
 
 impl StreamLimiter {
-    pub fn new(scheme: &str, limits: StreamLimits) -> Arc<StreamLimiter> {
+    pub fn new(
+        scheme: &str,
+        limits: StreamLimits,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Arc<StreamLimiter> {
         Arc::new(StreamLimiter {
             scheme: scheme.to_string(),
+            metrics,
             limits,
             started: Instant::now(),
             pools: Mutex::new(HashMap::new()),
@@ -254,6 +260,10 @@ impl StreamLimiter {
                 let (id, activity) = self.grant(&mut state, kind);
                 return Ok(self.slot(pool.clone(), id, kind, activity));
             }
+            self.metrics
+                .limiter_waits
+                .get_or_create(&crate::metrics::Metrics::scheme(&self.scheme))
+                .inc();
             let (tx, rx) = oneshot::channel();
             let waiter_id = state.next_id;
             state.next_id += 1;
@@ -274,6 +284,10 @@ impl StreamLimiter {
                         rx.try_recv().ok()
                     } else {
                         let message = self.exhausted(authority, &state, limit);
+                        self.metrics
+                            .limiter_timeouts
+                            .get_or_create(&crate::metrics::Metrics::scheme(&self.scheme))
+                            .inc();
                         // Waiters behind this one may fit now.
                         self.dispatch(&mut state);
                         return Err(Error::ResourceExhausted(message));
@@ -352,9 +366,13 @@ pub struct StreamLimitLayer {
 }
 
 impl StreamLimitLayer {
-    pub fn new(scheme: &str, limits: StreamLimits) -> StreamLimitLayer {
+    pub fn new(
+        scheme: &str,
+        limits: StreamLimits,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> StreamLimitLayer {
         StreamLimitLayer {
-            limiter: StreamLimiter::new(scheme, limits),
+            limiter: StreamLimiter::new(scheme, limits, metrics),
         }
     }
 

@@ -30,9 +30,21 @@ enum Command {
         /// YAML file with Flink-style keys (see `sluice keys`).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Address of the admin HTTP port (/metrics, /healthz, /readyz); `off` disables it.
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        admin_listen: String,
+        /// Log lines as human-readable text or as JSON objects.
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: LogFormat,
     },
     /// List the configuration keys sluice understands.
     Keys,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 fn main() -> std::process::ExitCode {
@@ -48,17 +60,23 @@ fn main() -> std::process::ExitCode {
             listen,
             data_dir,
             config,
+            admin_listen,
+            log_format,
         } => {
-            tracing_subscriber::fmt()
+            let logs = tracing_subscriber::fmt()
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_default_env()
                         .unwrap_or_else(|_| "info".into()),
                 )
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .init();
+                .with_writer(std::io::stderr);
+            match log_format {
+                LogFormat::Text => logs
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                    .init(),
+                LogFormat::Json => logs.json().init(),
+            }
             let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
-            match runtime.block_on(serve(listen, data_dir, config)) {
+            match runtime.block_on(serve(listen, data_dir, config, admin_listen)) {
                 Ok(()) => std::process::ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("sluice: {e}");
@@ -69,12 +87,24 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn serve(listen: String, data_dir: PathBuf, config: Option<PathBuf>) -> Result<(), String> {
+async fn serve(
+    listen: String,
+    data_dir: PathBuf,
+    config: Option<PathBuf>,
+    admin_listen: String,
+) -> Result<(), String> {
     let config = Config::load(config.as_deref(), std::env::vars()).map_err(|e| e.to_string())?;
-    let server = Server::start(ServerOptions::new(data_dir, config)).map_err(|e| e.to_string())?;
+    let mut server =
+        Server::start(ServerOptions::new(data_dir, config)).map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e} (pick another --listen address)"))?;
+    if admin_listen != "off" {
+        let admin = tokio::net::TcpListener::bind(&admin_listen).await.map_err(|e| {
+            format!("cannot listen on {admin_listen}: {e} (pick another --admin-listen address, or off)")
+        })?;
+        server = server.with_admin(admin);
+    }
     run(listener, server, shutdown_signal())
         .await
         .map_err(|e| e.to_string())

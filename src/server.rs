@@ -22,8 +22,10 @@ use crate::error::{Error, Result};
 use crate::gateway::Gateway;
 use crate::handle::HandleKeys;
 use crate::janitor::JanitorTotals;
+use crate::metrics::Metrics;
 use crate::proto::storage_gateway_server::StorageGatewayServer;
 use crate::state::StateStore;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// What a server needs to start.
 #[derive(Debug, Clone)]
@@ -48,6 +50,10 @@ impl ServerOptions {
 /// A gateway ready to serve.
 pub struct Server {
     pub gateway: Arc<Gateway>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served, if anywhere.
+    pub admin: Option<TcpListener>,
+    /// How long in-flight RPCs may run once a shutdown began.
+    pub grace_period: std::time::Duration,
     pub janitor: JanitorConfig,
     /// What the janitor removed since start.
     pub janitor_totals: Arc<JanitorTotals>,
@@ -90,7 +96,8 @@ impl Server {
             )),
         );
         register_cloud(&mut registry, config);
-        let limiters = registry.limit(&config.limits);
+        let metrics = Metrics::new();
+        let limiters = registry.limit(&config.limits, &metrics);
         for key in &config.unknown_keys {
             tracing::warn!(key = %key, "unknown configuration key ignored (see `sluice keys` for the known ones)");
         }
@@ -100,8 +107,11 @@ impl Server {
             config.entropy.clone(),
             keys,
             state,
+            metrics,
         );
         Ok(Server {
+            admin: None,
+            grace_period: config.shutdown_grace,
             edge: config.edge,
             limiters,
             gateway: Arc::new(gateway),
@@ -153,10 +163,18 @@ fn register_cloud(registry: &mut Registry, config: &Config) {
     }
 }
 
+impl Server {
+    /// Serves the admin HTTP endpoints on `listener` too.
+    pub fn with_admin(mut self, listener: TcpListener) -> Server {
+        self.admin = Some(listener);
+        self
+    }
+}
+
 /// Serves `server` on `listener` until `shutdown` resolves, then flushes state.
 pub async fn run(
     listener: TcpListener,
-    server: Server,
+    mut server: Server,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -202,19 +220,115 @@ pub async fn run(
         .layer(ShedLayer::new(edge.max_concurrent_requests))
         .layer(UnaryDeadlineLayer(edge.unary_timeout))
         .layer(OversizeLayer);
-    let result = tonic::transport::Server::builder()
+    let edge_layers = tower::ServiceBuilder::new()
+        .layer(crate::edge::RpcMetricsLayer(
+            server.gateway.metrics().clone(),
+        ))
+        .layer(edge_layers);
+    // Ready until a shutdown begins: then health says NOT_SERVING, /readyz
+    // 503, no new connection is accepted, and in-flight RPCs get at most the
+    // grace period to finish.
+    let ready = Arc::new(AtomicBool::new(true));
+    let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin = match server.admin.take() {
+        Some(listener) => Some(tokio::spawn(serve_admin(
+            listener,
+            server.gateway.metrics().clone(),
+            ready.clone(),
+            admin_stopped,
+        ))),
+        None => None,
+    };
+    let (draining, drain_started) = tokio::sync::oneshot::channel::<()>();
+    let signal = {
+        let (health, ready) = (health.clone(), ready.clone());
+        async move {
+            shutdown.await;
+            ready.store(false, Ordering::Release);
+            health
+                .set_not_serving::<StorageGatewayServer<GatewayApi>>()
+                .await;
+            tracing::info!("shutting down: refusing new connections, draining RPCs in flight");
+            let _ = draining.send(());
+        }
+    };
+    let serve = tonic::transport::Server::builder()
         .layer(edge_layers)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(api)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await;
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+    let grace = server.grace_period;
+    let result = tokio::select! {
+        result = serve => result,
+        _ = async {
+            match drain_started.await {
+                Ok(()) => tokio::time::sleep(grace).await,
+                Err(_) => std::future::pending().await,
+            }
+        } => {
+            tracing::warn!(grace_ms = grace.as_millis() as u64, "grace period over: RPCs still running were cut short; their sessions recover from their last handles");
+            Ok(())
+        }
+    };
     health
         .set_not_serving::<StorageGatewayServer<GatewayApi>>()
         .await;
+    let _ = admin_stop.send(());
+    if let Some(admin) = admin {
+        let _ = admin.await;
+    }
     janitor.abort();
     reclaimed.abort();
     server.gateway.flush().await?;
+    tracing::info!("state flushed; stopped");
     result.map_err(|e| Error::Internal(format!("the gRPC server failed: {e}")))
+}
+
+/// The admin HTTP port: `/metrics` (Prometheus text), `/healthz` (the
+/// process is up), `/readyz` (503 once a shutdown began).
+async fn serve_admin(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    use axum::http::{StatusCode, header};
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    metrics.encode(),
+                )
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || async move {
+                if ready.load(Ordering::Acquire) {
+                    (StatusCode::OK, "ready\n")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+                }
+            }),
+        );
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(address = %addr, "admin (metrics, health) listening");
+    }
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = stop.await;
+        })
+        .await;
+    if let Err(e) = served {
+        tracing::warn!(error = %e, "the admin server failed");
+    }
 }

@@ -70,7 +70,13 @@ impl StorageGateway for GatewayApi {
     ) -> Result<Response<Self::ReadStream>, Status> {
         use futures::StreamExt;
         let req = request.into_inner();
-        let (_, stream) = self.gateway.read(&req.path, req.offset, req.length).await?;
+        let (location, stream) = self.gateway.read(&req.path, req.offset, req.length).await?;
+        let bytes_read = self
+            .gateway
+            .metrics()
+            .bytes_read
+            .get_or_create(&crate::metrics::Metrics::scheme(&location.scheme))
+            .clone();
         let mut offset = req.offset;
         // At most READ_CHUNK bytes a message, whatever the store hands back,
         // so clients with gRPC's default 4 MiB limit can read any file.
@@ -88,6 +94,7 @@ impl StorageGateway for GatewayApi {
                 let data = chunk?;
                 let at = offset;
                 offset += data.len() as u64;
+                bytes_read.inc_by(data.len() as u64);
                 Ok(ReadResponse { offset: at, data })
             });
         Ok(Response::new(responses.boxed()))

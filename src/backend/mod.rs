@@ -229,12 +229,13 @@ impl Registry {
     pub fn limit(
         &mut self,
         limits: &BTreeMap<String, crate::limit::StreamLimits>,
+        metrics: &Arc<crate::metrics::Metrics>,
     ) -> Vec<Arc<crate::limit::StreamLimiter>> {
         use tower::Layer;
         let mut limiters = Vec::new();
         for (scheme, limits) in limits {
             if let Some(backend) = self.backends.get(scheme).cloned() {
-                let layer = crate::limit::StreamLimitLayer::new(scheme, *limits);
+                let layer = crate::limit::StreamLimitLayer::new(scheme, *limits, metrics.clone());
                 limiters.push(layer.limiter().clone());
                 self.backends
                     .insert(scheme.clone(), Arc::new(layer.layer(backend)));

@@ -22,6 +22,8 @@ pub type Client = StorageGatewayClient<Channel>;
 /// A sluice server running in this process.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The admin HTTP port (/metrics, /healthz, /readyz).
+    pub admin: SocketAddr,
     pub data_dir: PathBuf,
     pub memory: Arc<MemoryStores>,
     janitor: Arc<sluice::janitor::JanitorTotals>,
@@ -48,6 +50,9 @@ impl TestServer {
         let janitor = server.janitor_totals.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = admin_listener.local_addr().unwrap();
+        let server = server.with_admin(admin_listener);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             run(listener, server, async {
@@ -58,6 +63,7 @@ impl TestServer {
         });
         TestServer {
             addr,
+            admin,
             data_dir: data_dir.to_path_buf(),
             memory,
             janitor,

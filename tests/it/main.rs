@@ -104,6 +104,11 @@ async fn janitor_removes_abandoned_temp_files() {
     }
     assert!(temp_files()[0].starts_with(".live."), "{:?}", temp_files());
     assert_eq!(server.janitor_totals().temp_files, 1);
+    let (_, text) = restart::http_get(server.admin, "/metrics").await;
+    assert_eq!(
+        metric(&text, "sluice_janitor_removed_total{kind=\"temp_file\"}"),
+        1.0
+    );
     write_at(&mut c, &live, 19, b", and done").await.unwrap();
     let (h, _) = close(&mut c, &live).await.unwrap();
     commit(&mut c, &h, false).await.unwrap();
@@ -323,4 +328,73 @@ async fn entropy_is_injected_or_removed() {
         .unwrap()
         .into_inner();
     assert!(r.path.contains("_entropy_"), "{}", r.path);
+}
+
+/// One value of the Prometheus text at `/metrics`.
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// A known workload, then a scrape of /metrics with the exact numbers.
+#[tokio::test]
+async fn metrics_count_a_known_workload() {
+    let server =
+        TestServer::start("fs.memory.limit.output: 2\nfs.memory.limit.timeout: 100\n").await;
+    let mut c = server.client().await;
+    let sid = open(&mut c, "memory://metrics/a").await.unwrap();
+    write_chunks(
+        &mut c,
+        &sid,
+        vec![(0, vec![1u8; 600]), (600, vec![2u8; 400])],
+    )
+    .await
+    .unwrap();
+    write_at(&mut c, &sid, 0, &[1u8; 600]).await.unwrap(); // a retry: nothing new
+    persist(&mut c, &sid).await.unwrap();
+    let (h, _) = close(&mut c, &sid).await.unwrap();
+    commit(&mut c, &h, false).await.unwrap();
+    assert_eq!(
+        read_all(&mut c, "memory://metrics/a", 0, 0)
+            .await
+            .unwrap()
+            .len(),
+        1000
+    );
+    expect_code(open(&mut c, "gopher://x/y").await, Code::Unimplemented);
+    // Two holders fill the pool; a third Open waits and times out.
+    let _h1 = open(&mut c, "memory://metrics/h1").await.unwrap();
+    let _h2 = open(&mut c, "memory://metrics/h2").await.unwrap();
+    expect_code(
+        open(&mut c, "memory://metrics/h3").await,
+        Code::ResourceExhausted,
+    );
+
+    let (status, text) = restart::http_get(server.admin, "/metrics").await;
+    assert_eq!(status, 200);
+    let m = |series: &str| metric(&text, series);
+    assert_eq!(m("sluice_bytes_written_total{scheme=\"memory\"}"), 1000.0);
+    assert_eq!(m("sluice_bytes_read_total{scheme=\"memory\"}"), 1000.0);
+    assert_eq!(m("sluice_sessions_open{scheme=\"memory\"}"), 2.0);
+    assert_eq!(m("sluice_persist_seconds_count{scheme=\"memory\"}"), 1.0);
+    assert_eq!(m("sluice_commit_seconds_count{scheme=\"memory\"}"), 1.0);
+    assert_eq!(m("sluice_rpcs_total{method=\"Open\",code=\"Ok\"}"), 3.0);
+    assert_eq!(
+        m("sluice_rpcs_total{method=\"Open\",code=\"Unimplemented\"}"),
+        1.0
+    );
+    assert_eq!(
+        m("sluice_rpcs_total{method=\"Open\",code=\"ResourceExhausted\"}"),
+        1.0
+    );
+    assert_eq!(m("sluice_rpcs_total{method=\"Write\",code=\"Ok\"}"), 2.0);
+    assert_eq!(m("sluice_rpcs_total{method=\"Read\",code=\"Ok\"}"), 1.0);
+    assert_eq!(m("sluice_limiter_waits_total{scheme=\"memory\"}"), 1.0);
+    assert_eq!(m("sluice_limiter_timeouts_total{scheme=\"memory\"}"), 1.0);
+    assert_eq!(restart::http_get(server.admin, "/healthz").await.0, 200);
+    assert_eq!(restart::http_get(server.admin, "/readyz").await.0, 200);
 }

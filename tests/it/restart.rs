@@ -13,6 +13,10 @@ use crate::harness::*;
 pub struct Gateway {
     child: Child,
     pub addr: SocketAddr,
+    /// The admin HTTP port (/metrics, /healthz, /readyz).
+    pub admin: SocketAddr,
+    /// Addresses and the final "stopped" line, as the process logs them.
+    logs: std::sync::mpsc::Receiver<(bool, String)>,
 }
 
 impl Gateway {
@@ -44,7 +48,9 @@ impl Gateway {
             std::fs::write(&file, yaml).unwrap();
             cmd.arg("--config").arg(file);
         }
+        // A port of its own for the admin endpoints: tests run side by side.
         let mut child = cmd
+            .args(["--admin-listen", "127.0.0.1:0"])
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -53,24 +59,56 @@ impl Gateway {
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines() {
                 let line = line.unwrap_or_default();
                 if let Some(addr) = line.split("address=").nth(1) {
                     let addr = addr.split_whitespace().next().unwrap().to_string();
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(addr);
-                    }
+                    let _ = tx.send((line.contains("admin"), addr));
+                }
+                if line.contains("stopped") {
+                    let _ = tx.send((false, "stopped".into()));
                 }
                 // Keep draining so the server never blocks on a full pipe.
             }
         });
-        let addr = rx
-            .recv_timeout(std::time::Duration::from_secs(30))
-            .expect("sluice logs its address");
+        let (mut addr, mut admin) = (None, None);
+        while addr.is_none() || admin.is_none() {
+            let (is_admin, value) = rx
+                .recv_timeout(std::time::Duration::from_secs(30))
+                .expect("sluice logs its addresses");
+            let value = Some(value.parse().expect("a socket address"));
+            if is_admin {
+                admin = value
+            } else {
+                addr = value
+            }
+        }
         Gateway {
             child,
-            addr: addr.parse().expect("a socket address"),
+            addr: addr.unwrap(),
+            admin: admin.unwrap(),
+            logs: rx,
+        }
+    }
+
+    fn sigterm(&self) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success(), "kill -TERM {pid} failed");
+    }
+
+    /// Waits for the process to exit.
+    fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "sluice did not exit after SIGTERM"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
 
@@ -239,4 +277,116 @@ fn readme_quickstart_works_as_written() {
         "stdout:\n{stdout}"
     );
     assert!(!stdout.contains("inprogress"), "stdout:\n{stdout}");
+}
+
+/// SIGTERM with a Write call in flight: readiness turns 503 at once, the
+/// call completes or fails cleanly, the process flushes and exits 0 within
+/// its grace period, and everything persisted recovers after a restart.
+#[tokio::test]
+async fn sigterm_drains_flushes_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = format!("file://{}/files/out/part-0", dir.path().display());
+    let mut gateway = Gateway::start_with(dir.path(), Some("shutdown.grace-period: 1s\n"));
+    let mut c = connect(gateway.addr).await;
+    let sid = open(&mut c, &target).await.unwrap();
+    write_at(&mut c, &sid, 0, b"persisted before, ")
+        .await
+        .unwrap();
+    // A Write call in flight: one message applied, the stream still open.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(sluice::proto::WriteRequest {
+        session_id: sid.clone(),
+        offset: 18,
+        data: bytes::Bytes::from_static(b"and during."),
+    })
+    .await
+    .unwrap();
+    let mut writer = c.clone();
+    let in_flight = tokio::spawn(async move {
+        writer
+            .write(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .map(|r| r.into_inner().position)
+    });
+    let mut persisted = None;
+    for _ in 0..100 {
+        let (handle, pos) = persist(&mut c, &sid).await.unwrap();
+        if pos == 29 {
+            persisted = Some(handle);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let handle = persisted.expect("the in-flight message was applied");
+    assert_eq!(http_get(gateway.admin, "/readyz").await.0, 200);
+
+    gateway.sigterm();
+    let mut saw_not_ready = false;
+    for _ in 0..50 {
+        match tokio::time::timeout(
+            std::time::Duration::from_millis(200),
+            http_get(gateway.admin, "/readyz"),
+        )
+        .await
+        {
+            Ok((503, _)) => {
+                saw_not_ready = true;
+                break;
+            }
+            Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+            Err(_) => break,
+        }
+    }
+    assert!(saw_not_ready, "/readyz never said 503 during the drain");
+    let status = gateway.wait_exit();
+    assert!(status.success(), "sluice exited with {status}");
+    let mut stopped = false;
+    while let Ok((_, line)) = gateway.logs.recv_timeout(std::time::Duration::from_secs(2)) {
+        stopped |= line == "stopped";
+    }
+    assert!(stopped, "sluice did not log that it flushed and stopped");
+    // The Write call ended one way or the other, not hanging.
+    let outcome = tokio::time::timeout(std::time::Duration::from_secs(10), in_flight)
+        .await
+        .expect("the in-flight Write call ended")
+        .unwrap();
+    if let Ok(position) = outcome {
+        assert_eq!(position, 29);
+    }
+    drop(tx);
+
+    let gateway = Gateway::start(dir.path());
+    let mut c = connect(gateway.addr).await;
+    let (sid, pos) = recover(&mut c, &handle).await.unwrap();
+    assert_eq!(pos, 29);
+    let (h, _) = close(&mut c, &sid).await.unwrap();
+    commit(&mut c, &h, false).await.unwrap();
+    assert_eq!(
+        std::fs::read(dir.path().join("files/out/part-0")).unwrap(),
+        b"persisted before, and during."
+    );
+    gateway.kill9();
+}
+
+/// A plain HTTP/1.1 GET; returns the status and the body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut raw = String::new();
+    conn.read_to_string(&mut raw).await.unwrap();
+    let status = raw
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
 }
