@@ -171,6 +171,14 @@ pub const KNOWN_KEYS: &[(&str, &str)] = &[
         "how long RPCs in flight may finish after SIGTERM before the gateway stops; default 30s",
     ),
     (
+        "otel.exporter.otlp.endpoint",
+        "OTLP/gRPC endpoint for traces (OTEL_EXPORTER_OTLP_ENDPOINT wins); unset: no tracing",
+    ),
+    (
+        "otel.service.name",
+        "service name in traces (OTEL_SERVICE_NAME wins); default sluice",
+    ),
+    (
         "janitor.ttl",
         "age after which abandoned uploads, tail objects and temp files are removed (e.g. 7d, 12h, 30min, 500ms); default 7d",
     ),
@@ -311,6 +319,9 @@ pub struct Config {
     pub azure: Option<AzureConfig>,
     pub janitor: JanitorConfig,
     pub edge: EdgeConfig,
+    /// `otel.exporter.otlp.endpoint` and `otel.service.name`.
+    pub otel_endpoint: Option<String>,
+    pub otel_service_name: Option<String>,
     /// `shutdown.grace-period`.
     pub shutdown_grace: std::time::Duration,
     /// `fs.<scheme>.limit.*` by scheme.
@@ -458,6 +469,8 @@ impl Config {
             }
             config.edge.max_message_size = size as usize;
         }
+        config.otel_endpoint = raw.remove("otel.exporter.otlp.endpoint");
+        config.otel_service_name = raw.remove("otel.service.name");
         config.shutdown_grace = match raw.remove("shutdown.grace-period") {
             Some(v) => parse_duration("shutdown.grace-period", &v)?,
             None => std::time::Duration::from_secs(30),

@@ -32,14 +32,48 @@ const STREAMING: &[&str] = &[
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
 ];
 
-/// The tracing span of one RPC, carrying its request id.
+/// The tracing span of one RPC, carrying its request id. The caller's W3C
+/// trace context becomes its parent (the one place it is extracted). The
+/// domain fills in scheme, authority, session, bytes, position and parts;
+/// `record_status` the code.
 pub fn rpc_span(request: &Request<Body>) -> tracing::Span {
     let id = request
         .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    tracing::info_span!("rpc", method = %request.uri().path(), request_id = %id)
+    let method = request.uri().path().trim_start_matches('/');
+    let span = tracing::info_span!(
+        "rpc",
+        otel.name = %method,
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        rpc.system = "grpc",
+        rpc.method = %method,
+        request_id = %id,
+        rpc.grpc.status_code = tracing::field::Empty,
+        scheme = tracing::field::Empty,
+        authority = tracing::field::Empty,
+        session = tracing::field::Empty,
+        offset = tracing::field::Empty,
+        bytes = tracing::field::Empty,
+        position = tracing::field::Empty,
+        parts = tracing::field::Empty,
+    );
+    if crate::telemetry::enabled() {
+        crate::telemetry::adopt_caller_trace(&span, request.headers());
+    }
+    span
+}
+
+/// Records the gRPC status code of a response on its RPC span.
+pub fn record_status<B>(response: &Response<B>, _latency: Duration, span: &tracing::Span) {
+    let code =
+        tonic::Status::from_header_map(response.headers()).map_or(tonic::Code::Ok, |s| s.code());
+    span.record("rpc.grpc.status_code", code as i32);
+    if code != tonic::Code::Ok {
+        span.record("otel.status_code", "ERROR");
+    }
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;

@@ -28,6 +28,27 @@ use crate::metrics::Metrics;
 use crate::proto::{HandleBody, HandleKind, SessionRecord, SessionStatus, StagingRecord};
 use crate::state::{StateStore, now_ms};
 
+/// Fills in the current RPC span's target fields (see `edge::rpc_span`).
+fn trace_target(target: &Location) {
+    let span = tracing::Span::current();
+    span.record("scheme", target.scheme.as_str());
+    span.record("authority", target.authority.as_str());
+}
+
+/// The number of uploaded parts a handle lists, on the current RPC span.
+fn trace_parts(body: &HandleBody) {
+    if let Some(Staging::Multipart(m)) = &body.staging {
+        tracing::Span::current().record("parts", m.parts.len());
+    }
+}
+
+/// Fills in the current RPC span's session fields.
+fn trace_session(session: &str, position: u64) {
+    let span = tracing::Span::current();
+    span.record("session", session);
+    span.record("position", position);
+}
+
 /// A resolved path and what its scheme promises.
 #[derive(Debug, Clone)]
 pub struct SchemeCapabilities {
@@ -397,6 +418,8 @@ impl Gateway {
         // nothing is ever left behind unknown.
         self.state.flush().await?;
         let session = self.insert_session(id.clone(), target.clone(), writer, 0, 0, 0, false);
+        trace_target(&target);
+        trace_session(&id, 0);
         tracing::info!(session = %id, target = %target, staging = %session.staging_id, "opened");
         Ok((id, target))
     }
@@ -485,6 +508,8 @@ impl Gateway {
                 "another Write call is in progress on session {session_id}; wait for it to finish, then continue from the position it acknowledged"
             )));
         }
+        trace_target(&session.target);
+        tracing::Span::current().record("session", session_id);
         Ok(WriteGuard {
             session,
             metrics: self.metrics.clone(),
@@ -500,7 +525,10 @@ impl Gateway {
         let staging = inner.writer(&session.id)?.persist().await;
         let staging = inner.checked(staging)?;
         inner.handle_issued = true;
+        trace_target(&session.target);
+        trace_session(&session.id, inner.position);
         let body = handle_body(&session, &inner, HandleKind::Resume, staging);
+        trace_parts(&body);
         if let Some(crate::backend::Staging::Multipart(m)) = &body.staging
             && let Some(tail) = &m.tail
         {
@@ -534,7 +562,10 @@ impl Gateway {
         let staging = inner.checked(staging)?;
         inner.end(Ended::Closed);
         inner.handle_issued = true;
+        trace_target(&session.target);
+        trace_session(&session.id, inner.position);
         let body = handle_body(&session, &inner, HandleKind::Commit, staging);
+        trace_parts(&body);
         self.update_staging(&session.staging_id, &session.target, |r| {
             r.owner_session.clear()
         })?;
@@ -638,6 +669,8 @@ impl Gateway {
             ),
         )?;
         self.state.flush().await?;
+        trace_target(&target);
+        trace_session(&id, body.position);
         self.insert_session(
             id.clone(),
             target.clone(),
@@ -659,6 +692,9 @@ impl Gateway {
             return Err(invalid_kind());
         }
         let (target, backend) = self.resolve(&body.target)?;
+        trace_target(&target);
+        trace_session(&body.session_id, body.position);
+        trace_parts(&body);
         let _staging = self.staging_locks.lock(&body.staging_id).await;
         let mut record = self.state.staging(&body.staging_id)?;
         if let Some(committed) = record.as_ref().and_then(|r| r.committed_size) {
@@ -917,6 +953,9 @@ impl WriteGuard {
         inner.checked(written)?;
         inner.crc = crc;
         inner.position = end;
+        let span = tracing::Span::current();
+        span.record("offset", offset);
+        span.record("position", end);
         self.metrics
             .bytes_written
             .get_or_create(&Metrics::scheme(&session.target.scheme))

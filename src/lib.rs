@@ -18,6 +18,8 @@
 //! - [`limit`]: Flink's per-scheme stream limits, wrapped around backends.
 //! - [`location`]: target URIs and the default scheme.
 //! - [`metrics`]: the Prometheus metrics of the admin port.
+//! - [`telemetry`]: OpenTelemetry traces over OTLP, with the caller's trace
+//!   as parent.
 //! - [`config`]: Flink-style YAML keys and their environment overrides.
 //! - [`error`]: the domain error type.
 
@@ -34,6 +36,7 @@ pub mod location;
 pub mod metrics;
 pub mod server;
 pub mod state;
+pub mod telemetry;
 
 /// Generated protobuf and gRPC code for `sluice.v1`.
 pub mod proto {

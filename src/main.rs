@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use sluice::config::{Config, KNOWN_KEYS, env_name};
 use sluice::server::{Server, ServerOptions, run};
+use sluice::telemetry::Telemetry;
 
 #[derive(Parser)]
 #[command(
@@ -63,20 +64,17 @@ fn main() -> std::process::ExitCode {
             admin_listen,
             log_format,
         } => {
-            let logs = tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| "info".into()),
-                )
-                .with_writer(std::io::stderr);
-            match log_format {
-                LogFormat::Text => logs
-                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                    .init(),
-                LogFormat::Json => logs.json().init(),
-            }
             let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
-            match runtime.block_on(serve(listen, data_dir, config, admin_listen)) {
+            let served = runtime.block_on(async {
+                let config =
+                    Config::load(config.as_deref(), std::env::vars()).map_err(|e| e.to_string())?;
+                let telemetry = Telemetry::from_env(&config).map_err(|e| e.to_string())?;
+                init_logs(log_format, &telemetry);
+                let served = serve(listen, data_dir, config, admin_listen).await;
+                telemetry.shutdown().await;
+                served
+            });
+            match served {
                 Ok(()) => std::process::ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("sluice: {e}");
@@ -87,13 +85,30 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// Logs (text or JSON) to stderr, and spans to OpenTelemetry when it is on.
+fn init_logs(format: LogFormat, telemetry: &Telemetry) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry()
+        .with(telemetry.layer())
+        .with(filter);
+    match format {
+        LogFormat::Text => registry
+            .with(fmt.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())))
+            .init(),
+        LogFormat::Json => registry.with(fmt.json()).init(),
+    }
+}
+
 async fn serve(
     listen: String,
     data_dir: PathBuf,
-    config: Option<PathBuf>,
+    config: Config,
     admin_listen: String,
 ) -> Result<(), String> {
-    let config = Config::load(config.as_deref(), std::env::vars()).map_err(|e| e.to_string())?;
     let mut server =
         Server::start(ServerOptions::new(data_dir, config)).map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::bind(&listen)

@@ -215,7 +215,11 @@ pub async fn run(
     // The RPC edge, outermost first (see edge.rs for each layer's why).
     let edge_layers = tower::ServiceBuilder::new()
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .layer(tower_http::trace::TraceLayer::new_for_grpc().make_span_with(rpc_span))
+        .layer(
+            tower_http::trace::TraceLayer::new_for_grpc()
+                .make_span_with(rpc_span)
+                .on_response(crate::edge::record_status),
+        )
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(ShedLayer::new(edge.max_concurrent_requests))
         .layer(UnaryDeadlineLayer(edge.unary_timeout))

@@ -168,6 +168,7 @@ impl StorageGateway for GatewayApi {
             )
         })?;
         let guard = self.gateway.begin_write(&first.session_id)?;
+        let mut bytes = first.data.len() as u64;
         let mut position = guard.append(first.offset, first.data).await?;
         while let Some(msg) = self.next_write(&mut stream).await? {
             if !msg.session_id.is_empty() && msg.session_id != first.session_id {
@@ -176,8 +177,10 @@ impl StorageGateway for GatewayApi {
                     msg.session_id, first.session_id
                 )));
             }
+            bytes += msg.data.len() as u64;
             position = guard.append(msg.offset, msg.data).await?;
         }
+        tracing::Span::current().record("bytes", bytes);
         Ok(Response::new(WriteResponse { position }))
     }
 

@@ -214,8 +214,9 @@ impl Backend for FileBackend {
         let path = self.local_path(target)?;
         let position = handle.position;
         let shown = target.to_string();
+        let span = tracing::info_span!("publish", bytes = position);
         tokio::task::spawn_blocking(move || {
-            commit_blocking(&temp, &path, position, after_recovery, &shown)
+            span.in_scope(|| commit_blocking(&temp, &path, position, after_recovery, &shown))
         })
         .await?
     }
@@ -633,7 +634,8 @@ impl FileWriter {
     async fn sync(&mut self) -> Result<()> {
         self.write_out(None).await?;
         let file = self.file()?;
-        tokio::task::spawn_blocking(move || file.sync_data())
+        let span = tracing::info_span!("fsync");
+        tokio::task::spawn_blocking(move || span.in_scope(|| file.sync_data()))
             .await?
             .map_err(|e| io_error(e, &format!("syncing {}", self.temp.display())))
     }

@@ -187,11 +187,11 @@ impl Backend for ObjectBackend {
                 other => Ok(other.map(drop)),
             }
         } else {
-            match stores
+            let span = tracing::info_span!("complete_multipart", parts = parts.len());
+            let complete = stores
                 .uploads
-                .complete_multipart(&path, &staging.upload_id, parts)
-                .await
-            {
+                .complete_multipart(&path, &staging.upload_id, parts);
+            match tracing::Instrument::instrument(complete, span).await {
                 Err(object_store::Error::NotFound { .. }) => Err(Exists),
                 other => Ok(other.map(drop)),
             }
@@ -706,7 +706,9 @@ impl ObjectWriter {
             self.upload_id.clone(),
             self.target.clone(),
         );
-        self.in_flight.spawn(async move {
+        // A child of the RPC that filled the part, though it runs on.
+        let span = tracing::info_span!("upload_part", part = index, bytes = size);
+        let upload = async move {
             let part = uploads
                 .put_part(&path, &id, index as usize, payload)
                 .await
@@ -716,7 +718,9 @@ impl ObjectWriter {
                 content_id: part.content_id,
                 size,
             })
-        });
+        };
+        self.in_flight
+            .spawn(tracing::Instrument::instrument(upload, span));
         Ok(())
     }
 
@@ -785,12 +789,9 @@ impl StagedWriter for ObjectWriter {
         } else {
             let path = new_tail_path(&self.target);
             let payload: PutPayload = self.pending.iter().cloned().collect();
-            self.stores
-                .objects
-                .put(
-                    &Path::parse(&path).map_err(|e| Error::Internal(e.to_string()))?,
-                    payload,
-                )
+            let key = Path::parse(&path).map_err(|e| Error::Internal(e.to_string()))?;
+            let span = tracing::info_span!("put_tail", bytes = self.pending_len);
+            tracing::Instrument::instrument(self.stores.objects.put(&key, payload), span)
                 .await
                 .map_err(|e| {
                     store_error(e, &format!("writing the tail object of {}", self.target))

@@ -17,6 +17,7 @@ mod model;
 mod multipart;
 mod oss_proxy;
 mod restart;
+mod tracing;
 
 use harness::*;
 use tonic::Code;
