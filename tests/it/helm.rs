@@ -126,6 +126,23 @@ fn chart_lints_renders_and_validates() {
         set["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"].as_str(),
         Some("50Gi")
     );
+    let env: Vec<(&str, &str)> = container["env"]
+        .as_sequence()
+        .expect("OTel variables")
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap(), e["value"].as_str().unwrap()))
+        .collect();
+    assert!(
+        env.contains(&(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "http://otel-collector.observability:4317"
+        )),
+        "{env:?}"
+    );
+    assert!(
+        env.contains(&("OTEL_SERVICE_NAME", "sluice-eu1")),
+        "{env:?}"
+    );
     let monitor = kind(&docs, "ServiceMonitor");
     assert_eq!(
         monitor["spec"]["endpoints"][0]["port"].as_str(),
