@@ -27,6 +27,10 @@ use crate::proto::storage_gateway_server::StorageGatewayServer;
 use crate::state::StateStore;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+/// HTTP/2 receive windows, per stream and per connection.
+const STREAM_WINDOW: u32 = 8 * 1024 * 1024;
+const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
+
 /// What a server needs to start.
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
@@ -257,6 +261,11 @@ pub async fn run(
         }
     };
     let serve = tonic::transport::Server::builder()
+        // h2's 64 KiB default windows let a client send only that much per
+        // round trip: far below what a Write stream can carry.
+        .initial_stream_window_size(Some(STREAM_WINDOW))
+        .initial_connection_window_size(Some(CONNECTION_WINDOW))
+        .tcp_nodelay(true)
         .layer(edge_layers)
         .add_service(health_service)
         .add_service(reflection_v1)
