@@ -18,7 +18,7 @@ use bytes::Bytes;
 
 use crate::backend::{
     Backend, BackendCapabilities, ByteStream, Entry, Registry, Removed, StagedWriter, Staging,
-    staging_location,
+    settle_without_staging, staging_location,
 };
 use crate::config::EntropyConfig;
 use crate::error::{Error, Result};
@@ -697,11 +697,11 @@ impl Gateway {
         trace_parts(&body);
         let _staging = self.staging_locks.lock(&body.staging_id).await;
         let mut record = self.state.staging(&body.staging_id)?;
-        if let Some(committed) = record.as_ref().and_then(|r| r.committed_size) {
+        if record.as_ref().is_some_and(|r| r.committed_size.is_some()) {
             // This replica published this staging already: its upload or
             // temp file is consumed, so only the target can answer.
-            let size = settle_repeated_commit(&*backend, &target, &body, committed, after_recovery)
-                .await?;
+            let size = backend.target_size(&target).await?;
+            let size = settle_without_staging(&target, size, body.position, after_recovery)?;
             return Ok((target, size));
         }
         if let Some(record) = record.as_mut() {
@@ -838,31 +838,6 @@ fn random_alphanumeric(n: usize) -> Result<String> {
         );
     }
     Ok(out)
-}
-
-/// A Commit of a staging that was already published (DESIGN.md 1.3): with
-/// `after_recovery` it succeeds when the target still has the handle's size;
-/// without it, the target is in the way.
-async fn settle_repeated_commit(
-    backend: &dyn Backend,
-    target: &Location,
-    body: &HandleBody,
-    committed: u64,
-    after_recovery: bool,
-) -> Result<u64> {
-    match backend.target_size(target).await? {
-        Some(_) if !after_recovery => Err(Error::AlreadyExists(format!(
-            "{target} already exists: this file was committed before ({committed} bytes); commit with after_recovery=true to confirm a retry"
-        ))),
-        Some(size) if size == body.position => Ok(size),
-        Some(size) => Err(Error::FailedPrecondition(format!(
-            "cannot commit {target}: it was committed with {committed} bytes from this staging and now holds {size}, not the handle's {}",
-            body.position
-        ))),
-        None => Err(Error::FailedPrecondition(format!(
-            "cannot commit {target}: neither the target nor the staging exists (this file was committed with {committed} bytes, and the target has been removed since)"
-        ))),
-    }
 }
 
 /// The smallest position any Recover after generation `epoch` moved the

@@ -17,7 +17,7 @@ use bytes::Bytes;
 
 use super::{
     Backend, BackendCapabilities, ByteStream, Entry, Removed, StagedWriter, Staging,
-    expect_staging, is_staging_name, not_found, read_range,
+    expect_staging, is_staging_name, not_found, read_range, settle_without_staging,
 };
 use crate::error::{Error, Result};
 use crate::location::Location;
@@ -503,21 +503,14 @@ fn commit_blocking(
             sync_dir(dir)?;
             Ok(position)
         }
-        Err(e) if e.kind() == ErrorKind::NotFound => match fs::metadata(target) {
-            Ok(meta) if !after_recovery => {
-                let _ = meta;
-                Err(already_exists(shown))
-            }
-            Ok(meta) if meta.len() == position => Ok(position),
-            Ok(meta) => Err(Error::FailedPrecondition(format!(
-                "cannot commit {shown}: the staged file is gone and the target holds {} bytes, not the handle's {position}",
-                meta.len()
-            ))),
-            Err(e) if e.kind() == ErrorKind::NotFound => Err(Error::FailedPrecondition(format!(
-                "cannot commit {shown}: neither the staged file nor the target exists (aborted, cleaned up, or removed)"
-            ))),
-            Err(e) => Err(io_error(e, &format!("checking {shown}"))),
-        },
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            let size = match fs::metadata(target) {
+                Ok(meta) => Some(meta.len()),
+                Err(e) if e.kind() == ErrorKind::NotFound => None,
+                Err(e) => return Err(io_error(e, &format!("checking {shown}"))),
+            };
+            settle_without_staging(shown, size, position, after_recovery)
+        }
         Err(e) => Err(io_error(e, "checking the staged file")),
     }
 }

@@ -133,6 +133,29 @@ pub fn is_staging_name(name: &str) -> bool {
     name.starts_with('.') && (name.contains(".inprogress.") || name.contains(".tail."))
 }
 
+/// DESIGN.md 1.3 for a Commit whose staging is gone (published already, or
+/// removed): only the target can answer. `size` is the target's size, `None`
+/// when there is no target.
+pub(crate) fn settle_without_staging(
+    target: impl std::fmt::Display,
+    size: Option<u64>,
+    position: u64,
+    after_recovery: bool,
+) -> Result<u64> {
+    match size {
+        Some(_) if !after_recovery => Err(Error::AlreadyExists(format!(
+            "{target} already exists; sluice never replaces a file (commit with after_recovery=true if this is a retry of your own commit)"
+        ))),
+        Some(size) if size == position => Ok(position),
+        Some(size) => Err(Error::FailedPrecondition(format!(
+            "cannot commit {target}: the staging is gone and the target holds {size} bytes, not the handle's {position}"
+        ))),
+        None => Err(Error::FailedPrecondition(format!(
+            "cannot commit {target}: neither the staging nor the target exists (aborted, cleaned up, expired or removed)"
+        ))),
+    }
+}
+
 /// A missing path on the read side.
 pub(crate) fn not_found(path: &Location) -> Error {
     Error::NotFound(format!("{path} does not exist"))

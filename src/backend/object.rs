@@ -22,7 +22,7 @@ use tokio::task::JoinSet;
 
 use super::{
     Backend, BackendCapabilities, ByteStream, Entry, Removed, StagedWriter, Staging,
-    expect_staging, is_staging_name, not_found, read_range,
+    expect_staging, is_staging_name, not_found, read_range, settle_without_staging,
 };
 use crate::config::UploadConfig;
 use crate::error::{Error, Result};
@@ -144,7 +144,7 @@ impl Backend for ObjectBackend {
         let path = object_path(target)?;
         let position = handle.position;
         if let Some(size) = existing_size(&stores, &path, target).await? {
-            let done = settle_existing(size, position, after_recovery, target)?;
+            let done = settle_without_staging(target, Some(size), position, after_recovery)?;
             discard_staging(&stores, &path, staging).await;
             return Ok(done);
         }
@@ -201,12 +201,8 @@ impl Backend for ObjectBackend {
             Err(Exists) => {
                 // The upload is gone or the target appeared meanwhile: a
                 // commit that already happened, or someone else's file.
-                return match existing_size(&stores, &path, target).await? {
-                    Some(size) => settle_existing(size, position, after_recovery, target),
-                    None => Err(Error::FailedPrecondition(format!(
-                        "cannot commit {target}: neither the upload nor the target exists (aborted, expired or removed)"
-                    ))),
-                };
+                let size = existing_size(&stores, &path, target).await?;
+                return settle_without_staging(target, size, position, after_recovery);
             }
         }
         discard_staging(&stores, &path, staging).await;
@@ -495,25 +491,6 @@ fn check_parts(staging: &MultipartStaging, position: u64) -> Result<()> {
         Err(Error::InvalidArgument(
             "invalid handle: its parts do not add up to its position".into(),
         ))
-    }
-}
-
-fn settle_existing(
-    size: u64,
-    position: u64,
-    after_recovery: bool,
-    target: &Location,
-) -> Result<u64> {
-    if !after_recovery {
-        Err(Error::AlreadyExists(format!(
-            "{target} already exists; sluice never replaces an object (commit with after_recovery=true if this is a retry of your own commit)"
-        )))
-    } else if size == position {
-        Ok(position)
-    } else {
-        Err(Error::FailedPrecondition(format!(
-            "cannot commit {target}: the upload is gone and the target holds {size} bytes, not the handle's {position}"
-        )))
     }
 }
 
