@@ -76,6 +76,9 @@ struct Session {
     /// Set while a Write call is applying messages (one at a time).
     writing: AtomicBool,
     inner: tokio::sync::Mutex<SessionInner>,
+    /// `sluice_bytes_written_total` of the session's scheme, looked up once
+    /// rather than on every Write message.
+    bytes_written: prometheus_client::metrics::counter::Counter,
 }
 
 struct SessionInner {
@@ -438,6 +441,11 @@ impl Gateway {
         let session = Arc::new(Session {
             staging_id: writer.staging_id().to_string(),
             id: id.clone(),
+            bytes_written: self
+                .metrics
+                .bytes_written
+                .get_or_create(&Metrics::scheme(&target.scheme))
+                .clone(),
             target,
             writing: AtomicBool::new(false),
             inner: tokio::sync::Mutex::new(SessionInner {
@@ -510,10 +518,7 @@ impl Gateway {
         }
         trace_target(&session.target);
         tracing::Span::current().record("session", session_id);
-        Ok(WriteGuard {
-            session,
-            metrics: self.metrics.clone(),
-        })
+        Ok(WriteGuard { session })
     }
 
     /// Makes the session's bytes durable and returns a resume handle.
@@ -894,7 +899,6 @@ fn session_record(
 /// One Write call's claim on a session; released when dropped.
 pub struct WriteGuard {
     session: Arc<Session>,
-    metrics: Arc<Metrics>,
 }
 
 impl WriteGuard {
@@ -931,10 +935,7 @@ impl WriteGuard {
         let span = tracing::Span::current();
         span.record("offset", offset);
         span.record("position", end);
-        self.metrics
-            .bytes_written
-            .get_or_create(&Metrics::scheme(&session.target.scheme))
-            .inc_by(len);
+        session.bytes_written.inc_by(len);
         debug_assert_eq!(end, position + len);
         Ok(end)
     }
