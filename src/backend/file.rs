@@ -79,12 +79,18 @@ impl FileBackend {
         if !self.roots.iter().any(|root| local.starts_with(root)) {
             return Err(self.outside_roots(path));
         }
-        let existing = local
+        self.check_existing_ancestor(path, &local)?;
+        Ok(local)
+    }
+
+    /// Checks, with symlinks resolved, the deepest part of `dir` that exists:
+    /// nothing may be created behind a symlink that leads out of the roots.
+    fn check_existing_ancestor(&self, shown: &Location, dir: &Path) -> Result<()> {
+        let existing = dir
             .ancestors()
             .find(|p| p.exists())
             .expect("the root directory exists");
-        self.check_resolved(path, existing)?;
-        Ok(local)
+        self.check_resolved(shown, existing).map(drop)
     }
 
     fn outside_roots(&self, target: &Location) -> Error {
@@ -101,11 +107,7 @@ impl FileBackend {
     /// that points outside a root never gets a directory made behind it.
     fn prepare_parent(&self, target: &Location, path: &Path) -> Result<PathBuf> {
         let parent = path.parent().expect("a target has a parent directory");
-        let existing = parent
-            .ancestors()
-            .find(|p| p.exists())
-            .expect("the root directory exists");
-        self.check_resolved(target, existing)?;
+        self.check_existing_ancestor(target, parent)?;
         fs::create_dir_all(parent)
             .map_err(|e| io_error(e, &format!("creating {}", parent.display())))?;
         self.check_resolved(target, parent)
@@ -351,15 +353,11 @@ impl Backend for FileBackend {
     }
 
     async fn mkdirs(&self, dir: &Location) -> Result<()> {
+        // confined() has checked the deepest existing part already.
         let local = self.confined(dir)?;
         if local.is_file() {
             return Err(Error::AlreadyExists(format!("{dir} exists and is a file")));
         }
-        let existing = local
-            .ancestors()
-            .find(|p| p.exists())
-            .expect("the root exists");
-        self.check_resolved(dir, existing)?;
         fs::create_dir_all(&local).map_err(|e| io_error(e, &format!("creating {dir}")))?;
         self.check_resolved(dir, &local).map(drop)
     }
