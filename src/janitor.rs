@@ -1,33 +1,17 @@
 //! The janitor: a background task that removes what abandoned sessions
 //! staged (multipart uploads, which S3 bills until aborted; tail objects;
 //! temp files) once it is older than `janitor.ttl` and no live session owns
-//! it. It logs what it removed and keeps the running totals.
+//! it. It logs what it removed and counts it in
+//! `sluice_janitor_removed_total{kind}`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::backend::Removed;
 use crate::config::JanitorConfig;
 use crate::gateway::Gateway;
 
-/// Totals since start, for logs and metrics.
-#[derive(Debug, Default)]
-pub struct JanitorTotals {
-    pub uploads: AtomicUsize,
-    pub tails: AtomicUsize,
-    pub temp_files: AtomicUsize,
-}
-
-impl JanitorTotals {
-    fn add(&self, r: Removed) {
-        self.uploads.fetch_add(r.uploads, Ordering::Relaxed);
-        self.tails.fetch_add(r.tails, Ordering::Relaxed);
-        self.temp_files.fetch_add(r.temp_files, Ordering::Relaxed);
-    }
-}
-
 /// Sweeps every `config.interval` until the task is dropped or aborted.
-pub async fn run(gateway: Arc<Gateway>, config: JanitorConfig, totals: Arc<JanitorTotals>) {
+pub async fn run(gateway: Arc<Gateway>, config: JanitorConfig) {
     let metrics = gateway.metrics().clone();
     let record = move |kind: &str, n: usize| {
         metrics
@@ -45,7 +29,6 @@ pub async fn run(gateway: Arc<Gateway>, config: JanitorConfig, totals: Arc<Janit
         match gateway.sweep(config.ttl).await {
             Ok(r) if r == Removed::default() => {}
             Ok(r) => {
-                totals.add(r);
                 record("upload", r.uploads);
                 record("tail_object", r.tails);
                 record("temp_file", r.temp_files);

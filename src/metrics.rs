@@ -111,6 +111,16 @@ impl Metrics {
         }
     }
 
+    /// What the janitor removed of `kind` (`upload`, `tail_object`,
+    /// `temp_file`) since start.
+    pub fn janitor_removed(&self, kind: &str) -> u64 {
+        self.janitor_removed
+            .get_or_create(&KindLabel {
+                kind: kind.to_string(),
+            })
+            .get()
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();

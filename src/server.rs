@@ -21,7 +21,6 @@ use crate::config::{Config, JanitorConfig};
 use crate::error::{Error, Result};
 use crate::gateway::Gateway;
 use crate::handle::HandleKeys;
-use crate::janitor::JanitorTotals;
 use crate::metrics::Metrics;
 use crate::proto::storage_gateway_server::StorageGatewayServer;
 use crate::state::StateStore;
@@ -59,8 +58,6 @@ pub struct Server {
     /// How long in-flight RPCs may run once a shutdown began.
     pub grace_period: std::time::Duration,
     pub janitor: JanitorConfig,
-    /// What the janitor removed since start.
-    pub janitor_totals: Arc<JanitorTotals>,
     pub edge: crate::config::EdgeConfig,
     /// The stream limiters of the schemes that have limits.
     pub limiters: Vec<Arc<crate::limit::StreamLimiter>>,
@@ -120,7 +117,6 @@ impl Server {
             limiters,
             gateway: Arc::new(gateway),
             janitor: config.janitor,
-            janitor_totals: Arc::default(),
         })
     }
 }
@@ -205,11 +201,7 @@ pub async fn run(
         crate::limit::StreamLimiter::spawn_reaper(limiter);
     }
     let reclaimed = tokio::spawn(end_reclaimed_sessions(server.gateway.clone()));
-    let janitor = tokio::spawn(crate::janitor::run(
-        server.gateway.clone(),
-        server.janitor,
-        server.janitor_totals.clone(),
-    ));
+    let janitor = tokio::spawn(crate::janitor::run(server.gateway.clone(), server.janitor));
     let addr = listener
         .local_addr()
         .map_err(|e| Error::Internal(format!("the listener has no address: {e}")))?;

@@ -26,7 +26,7 @@ pub struct TestServer {
     pub admin: SocketAddr,
     pub data_dir: PathBuf,
     pub memory: Arc<MemoryStores>,
-    janitor: Arc<sluice::janitor::JanitorTotals>,
+    metrics: Arc<sluice::metrics::Metrics>,
     _dir: Option<tempfile::TempDir>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -47,7 +47,7 @@ impl TestServer {
         let options = ServerOptions::new(data_dir, config);
         let memory = options.memory.clone();
         let server = Server::start(options).expect("server starts");
-        let janitor = server.janitor_totals.clone();
+        let metrics = server.gateway.metrics().clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -66,7 +66,7 @@ impl TestServer {
             admin,
             data_dir: data_dir.to_path_buf(),
             memory,
-            janitor,
+            metrics,
             _dir: None,
             stop: Some(stop),
             task: Some(task),
@@ -77,13 +77,13 @@ impl TestServer {
         connect(self.addr).await
     }
 
-    /// What the janitor removed so far: (uploads, tails, temp files).
+    /// What the janitor removed so far, read from its metric.
     pub fn janitor_totals(&self) -> JanitorCounts {
-        use std::sync::atomic::Ordering::SeqCst;
+        let removed = |kind| self.metrics.janitor_removed(kind) as usize;
         JanitorCounts {
-            uploads: self.janitor.uploads.load(SeqCst),
-            tails: self.janitor.tails.load(SeqCst),
-            temp_files: self.janitor.temp_files.load(SeqCst),
+            uploads: removed("upload"),
+            tails: removed("tail_object"),
+            temp_files: removed("temp_file"),
         }
     }
 
