@@ -401,16 +401,11 @@ impl Gateway {
         backend.check_target(&target)?;
         let writer = backend.open(&target).await?;
         let id = uuid::Uuid::new_v4().to_string();
-        let now = now_ms();
         self.state.put_staging(
             writer.staging_id(),
             &StagingRecord {
-                target: target.to_string(),
                 owner_session: id.clone(),
-                created_ms: now,
-                updated_ms: now,
-                location: writer.location().to_string(),
-                ..Default::default()
+                ..new_staging(&target, writer.location().to_string())
             },
         )?;
         self.state.put_session(
@@ -633,11 +628,8 @@ impl Gateway {
             .state
             .staging(&body.staging_id)?
             .unwrap_or_else(|| StagingRecord {
-                target: target.to_string(),
                 epoch: body.epoch,
-                created_ms: now_ms(),
-                location: staging_location(&body),
-                ..Default::default()
+                ..new_staging(&target, staging_location(&body))
             });
         if let Some(size) = record.committed_size {
             return Err(Error::FailedPrecondition(format!(
@@ -713,12 +705,7 @@ impl Gateway {
             self.fence(record, "").await?;
         }
         let size = backend.commit(&target, &body, after_recovery).await?;
-        let mut record = record.unwrap_or_else(|| StagingRecord {
-            target: target.to_string(),
-            created_ms: now_ms(),
-            location: staging_location(&body),
-            ..Default::default()
-        });
+        let mut record = record.unwrap_or_else(|| new_staging(&target, staging_location(&body)));
         record.committed_size = Some(size);
         record.updated_ms = now_ms();
         self.state.put_staging(&body.staging_id, &record)?;
@@ -793,12 +780,10 @@ impl Gateway {
         target: &Location,
         change: impl FnOnce(&mut StagingRecord),
     ) -> Result<()> {
-        let mut record = self.state.staging(id)?.unwrap_or_else(|| StagingRecord {
-            target: target.to_string(),
-            location: String::new(),
-            created_ms: now_ms(),
-            ..Default::default()
-        });
+        let mut record = self
+            .state
+            .staging(id)?
+            .unwrap_or_else(|| new_staging(target, String::new()));
         change(&mut record);
         record.updated_ms = now_ms();
         self.state.put_staging(id, &record)
@@ -875,6 +860,18 @@ fn handle_body(
         epoch: inner.epoch,
         session_id: session.id.clone(),
         staging: Some(staging),
+    }
+}
+
+/// A staging's first record: `location` is what the janitor removes.
+fn new_staging(target: &Location, location: String) -> StagingRecord {
+    let now = now_ms();
+    StagingRecord {
+        target: target.to_string(),
+        location,
+        created_ms: now,
+        updated_ms: now,
+        ..Default::default()
     }
 }
 
