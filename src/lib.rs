@@ -4,6 +4,7 @@
 //! once (`CloseForCommit` → `Commit`).
 //!
 //! # Layout
+//! - [`client`]: a Rust client shaped like Flink's `RecoverableWriter`.
 //! - [`server`]: opens the data dir and backends, serves gRPC on a listener.
 //! - [`edge`]: the tower layers at the RPC edge, assembled in one place.
 //! - [`api`]: the gRPC adapter (`sluice.v1.StorageGateway`) and the one
@@ -25,6 +26,7 @@
 
 pub mod api;
 pub mod backend;
+pub mod client;
 pub mod config;
 pub mod edge;
 pub mod error;

@@ -6,6 +6,7 @@
 //! - `cloud`: the object-store backends against real emulators
 //!   (`emulators`), with the multipart cases of `multipart`.
 
+mod client;
 mod cloud;
 mod conformance;
 mod edge;
@@ -16,6 +17,7 @@ mod limits;
 mod model;
 mod multipart;
 mod oss_proxy;
+mod proxy;
 mod restart;
 mod tracing;
 

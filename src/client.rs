@@ -1,0 +1,662 @@
+//! A client for sluice with the shape of Flink's `RecoverableWriter`:
+//!
+//! ```no_run
+//! # async fn job() -> Result<(), sluice::client::ClientError> {
+//! use sluice::client::Client;
+//! let client = Client::connect("http://127.0.0.1:50051").await?;
+//! let mut stream = client.open("memory://demo/out/part-0").await?;
+//! stream.write(b"first record\n").await?;
+//! let resume = stream.persist().await?; // keep it in the checkpoint
+//! stream.write(b"second record\n").await?;
+//! let committer = stream.close_for_commit().await?;
+//! committer.commit().await?;
+//! # let _ = resume; Ok(()) }
+//! ```
+//!
+//! Small writes are batched into messages of `chunk_size` bytes, streamed
+//! over one `Write` call while the caller goes on. The bytes of a call stay
+//! referenced until the server acknowledges them (at most `max_unacked`
+//! bytes, after which the call ends and a new one starts), so that a call cut
+//! by `UNAVAILABLE` is sent again from the last acknowledged offset: the
+//! server skips what it already has (DESIGN 1.2), and no byte is duplicated.
+//! Unary calls are retried on `UNAVAILABLE` with exponential backoff; a
+//! retried `Commit` asks for `after_recovery`, since the first attempt may
+//! have landed.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+use crate::proto::storage_gateway_client::StorageGatewayClient;
+use crate::proto::*;
+
+/// What a call to sluice failed with.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach sluice at {endpoint}: {source}")]
+    Connect {
+        endpoint: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// The server's answer; [`ClientError::code`] tells which kind.
+    #[error("{}: {}", .0.code(), .0.message())]
+    Status(#[from] Status),
+}
+
+impl ClientError {
+    /// The gRPC status code (`UNAVAILABLE` for a failed connect).
+    pub fn code(&self) -> Code {
+        match self {
+            ClientError::Connect { .. } => Code::Unavailable,
+            // A connection that broke is UNAVAILABLE, whatever tonic says.
+            ClientError::Status(status) if retryable(status) => Code::Unavailable,
+            ClientError::Status(status) => status.code(),
+        }
+    }
+
+    /// The session is gone (the gateway restarted, or it was fenced or
+    /// reclaimed): recover from the last resume handle.
+    pub fn is_session_lost(&self) -> bool {
+        matches!(self.code(), Code::NotFound | Code::Aborted)
+    }
+}
+
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+/// How calls are retried on `UNAVAILABLE`.
+#[derive(Clone, Debug)]
+pub struct Retry {
+    /// Attempts in all, the first included.
+    pub attempts: u32,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            attempts: 8,
+            initial_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(2),
+        }
+    }
+}
+
+impl Retry {
+    fn backoff(&self, attempt: u32) -> Duration {
+        let factor = 1u32 << attempt.min(16);
+        (self.initial_backoff * factor).min(self.max_backoff)
+    }
+}
+
+/// Tuning of a [`Client`].
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// Bytes per `Write` message; writes are batched up to this size.
+    pub chunk_size: usize,
+    /// Bytes one `Write` call carries before it ends and is acknowledged:
+    /// what a retry may have to send again, and what the client holds.
+    pub max_unacked: usize,
+    pub retry: Retry,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            chunk_size: 1 << 20,
+            max_unacked: 32 << 20,
+            retry: Retry::default(),
+        }
+    }
+}
+
+/// A resume handle (Flink's `ResumeRecoverable`): opaque, signed bytes to
+/// keep in a checkpoint. Every resume handle is also a commit handle.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResumeHandle(pub Vec<u8>);
+
+/// A commit handle (Flink's `CommitRecoverable`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommitHandle(pub Vec<u8>);
+
+impl From<ResumeHandle> for CommitHandle {
+    fn from(handle: ResumeHandle) -> Self {
+        CommitHandle(handle.0)
+    }
+}
+
+/// A connection to sluice; cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    grpc: StorageGatewayClient<Channel>,
+    options: ClientOptions,
+}
+
+impl Client {
+    /// Connects to `endpoint` (e.g. `http://127.0.0.1:50051`).
+    pub async fn connect(endpoint: impl Into<String>) -> Result<Client> {
+        Client::connect_with(endpoint, ClientOptions::default()).await
+    }
+
+    pub async fn connect_with(
+        endpoint: impl Into<String>,
+        options: ClientOptions,
+    ) -> Result<Client> {
+        let endpoint = endpoint.into();
+        let channel = Endpoint::from_shared(endpoint.clone())
+            .map(|e| tuned(e).connect_lazy())
+            .map_err(|source| ClientError::Connect {
+                endpoint: endpoint.clone(),
+                source,
+            })?;
+        let client = Client::from_channel(channel, options);
+        // Fail here, not on the first call, when nothing listens.
+        let mut grpc = client.grpc.clone();
+        grpc.capabilities(CapabilitiesRequest {
+            path: String::new(),
+        })
+        .await
+        .map(drop)
+        .or_else(|status| {
+            if retryable(&status) {
+                Err(status)
+            } else {
+                Ok(())
+            }
+        })?;
+        Ok(client)
+    }
+
+    /// A client over a channel made elsewhere (TLS, interceptors, ...).
+    pub fn from_channel(channel: Channel, options: ClientOptions) -> Client {
+        let limit = options.chunk_size + (64 << 10);
+        Client {
+            grpc: StorageGatewayClient::new(channel)
+                .max_encoding_message_size(limit.max(4 << 20))
+                .max_decoding_message_size(64 << 20),
+            options,
+        }
+    }
+
+    /// The generated gRPC client, for the calls this module does not wrap.
+    pub fn grpc(&self) -> StorageGatewayClient<Channel> {
+        self.grpc.clone()
+    }
+
+    /// Starts writing a new file at `path`; nothing is visible there before
+    /// the commit.
+    pub async fn open(&self, path: &str) -> Result<RecoverableStream> {
+        self.open_request(path, false).await
+    }
+
+    /// Like [`Client::open`], with the scheme's entropy key replaced.
+    pub async fn open_with_entropy(&self, path: &str) -> Result<RecoverableStream> {
+        self.open_request(path, true).await
+    }
+
+    async fn open_request(&self, path: &str, inject_entropy: bool) -> Result<RecoverableStream> {
+        let opened = self
+            .retrying(|mut grpc, _| async move {
+                grpc.open(OpenRequest {
+                    path: path.to_string(),
+                    inject_entropy,
+                })
+                .await
+            })
+            .await?;
+        Ok(self.stream(opened.session_id, opened.path, 0))
+    }
+
+    /// Reopens the file of `handle` at exactly its position; bytes written
+    /// after the handle are discarded.
+    pub async fn recover(&self, handle: &ResumeHandle) -> Result<RecoverableStream> {
+        let recovered = self
+            .retrying(|mut grpc, _| {
+                let handle = handle.0.clone();
+                async move { grpc.recover(RecoverRequest { handle }).await }
+            })
+            .await?;
+        Ok(self.stream(recovered.session_id, recovered.path, recovered.position))
+    }
+
+    /// A committer for a handle restored from a checkpoint (Flink's
+    /// `recoverForCommit`).
+    pub fn committer(&self, handle: impl Into<CommitHandle>) -> Committer {
+        Committer {
+            client: self.clone(),
+            handle: handle.into(),
+        }
+    }
+
+    /// Frees what only `handle` keeps (tail objects); true when something
+    /// was removed. Never fails because it was already cleaned.
+    pub async fn cleanup(&self, handle: &ResumeHandle) -> Result<bool> {
+        let cleaned = self
+            .retrying(|mut grpc, _| {
+                let handle = handle.0.clone();
+                async move { grpc.cleanup(CleanupRequest { handle }).await }
+            })
+            .await?;
+        Ok(cleaned.cleaned)
+    }
+
+    /// What the scheme of `path` promises.
+    pub async fn capabilities(&self, path: &str) -> Result<CapabilitiesResponse> {
+        self.retrying(|mut grpc, _| async move {
+            grpc.capabilities(CapabilitiesRequest {
+                path: path.to_string(),
+            })
+            .await
+        })
+        .await
+    }
+
+    /// Reads a whole committed file.
+    pub async fn read_all(&self, path: &str) -> Result<Vec<u8>> {
+        let mut grpc = self.grpc.clone();
+        let mut stream = grpc
+            .read(ReadRequest {
+                path: path.to_string(),
+                offset: 0,
+                length: 0,
+            })
+            .await?
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(message) = stream.message().await? {
+            out.extend_from_slice(&message.data);
+        }
+        Ok(out)
+    }
+
+    fn stream(&self, session_id: String, path: String, position: u64) -> RecoverableStream {
+        RecoverableStream {
+            client: self.clone(),
+            session_id,
+            path,
+            acked: position,
+            sent: VecDeque::new(),
+            sent_len: 0,
+            pending: BytesMut::new(),
+            call: None,
+        }
+    }
+
+    /// Runs a unary call, again on `UNAVAILABLE` while attempts remain.
+    /// `call` gets the attempt number (0 first).
+    async fn retrying<T, F, Fut>(&self, mut call: F) -> Result<T>
+    where
+        F: FnMut(StorageGatewayClient<Channel>, u32) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, Status>>,
+    {
+        let retry = &self.options.retry;
+        let mut attempt = 0;
+        loop {
+            match call(self.grpc.clone(), attempt).await {
+                Ok(response) => return Ok(response.into_inner()),
+                Err(status) if retryable(&status) && attempt + 1 < retry.attempts => {
+                    tokio::time::sleep(retry.backoff(attempt)).await;
+                    attempt += 1;
+                }
+                Err(status) => return Err(status.into()),
+            }
+        }
+    }
+}
+
+fn tuned(endpoint: Endpoint) -> Endpoint {
+    endpoint
+        .tcp_nodelay(true)
+        .initial_stream_window_size(8 << 20)
+        .initial_connection_window_size(16 << 20)
+        .connect_timeout(Duration::from_secs(5))
+}
+
+/// `UNAVAILABLE`, or a connection that broke under the call (tonic reports
+/// that as `UNKNOWN` with a transport error inside; sluice itself never
+/// answers `UNKNOWN`). Every call here is safe to send again: writes carry
+/// offsets, and a retried commit asks for `after_recovery`.
+fn retryable(status: &Status) -> bool {
+    use std::error::Error as _;
+    status.code() == Code::Unavailable
+        || status
+            .source()
+            .is_some_and(|e| e.downcast_ref::<tonic::transport::Error>().is_some())
+}
+
+/// A `Write` call in flight.
+struct Call {
+    tx: mpsc::Sender<WriteRequest>,
+    done: JoinHandle<std::result::Result<WriteResponse, Status>>,
+    first: bool,
+}
+
+/// A file being written (Flink's `RecoverableFsDataOutputStream`).
+pub struct RecoverableStream {
+    client: Client,
+    session_id: String,
+    path: String,
+    /// Position the server acknowledged.
+    acked: u64,
+    /// Sent since `acked`, in order; kept for a retry.
+    sent: VecDeque<Bytes>,
+    sent_len: u64,
+    /// Written by the caller, not sent yet.
+    pending: BytesMut,
+    call: Option<Call>,
+}
+
+impl RecoverableStream {
+    /// The target, as the server resolved it.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    pub fn session_id(&self) -> &str {
+        &self.session_id
+    }
+
+    /// Bytes written so far, sent or not.
+    pub fn position(&self) -> u64 {
+        self.acked + self.sent_len + self.pending.len() as u64
+    }
+
+    /// Appends `data`; it is sent once a message's worth has gathered.
+    pub async fn write(&mut self, data: &[u8]) -> Result<()> {
+        let chunk = self.client.options.chunk_size;
+        let mut data = data;
+        while !data.is_empty() {
+            let take = (chunk - self.pending.len()).min(data.len());
+            self.pending.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.pending.len() == chunk {
+                let full = self.pending.split().freeze();
+                self.send(full).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends `data` without copying it when nothing is buffered.
+    pub async fn write_bytes(&mut self, mut data: Bytes) -> Result<()> {
+        if !self.pending.is_empty() {
+            let fill = (self.client.options.chunk_size - self.pending.len()).min(data.len());
+            self.write(&data.split_to(fill)).await?;
+        }
+        let chunk = self.client.options.chunk_size;
+        while data.len() >= chunk {
+            self.send(data.split_to(chunk)).await?;
+        }
+        self.write(&data).await
+    }
+
+    /// Sends everything written and waits until the server has it.
+    pub async fn flush(&mut self) -> Result<()> {
+        if !self.pending.is_empty() {
+            let rest = self.pending.split().freeze();
+            self.send(rest).await?;
+        }
+        self.finish_call().await
+    }
+
+    /// Makes every byte written so far durable; returns the handle to keep
+    /// in the checkpoint.
+    pub async fn persist(&mut self) -> Result<ResumeHandle> {
+        self.flush().await?;
+        let session_id = self.session_id.clone();
+        let persisted = self
+            .client
+            .retrying(|mut grpc, _| {
+                let session_id = session_id.clone();
+                async move { grpc.persist(PersistRequest { session_id }).await }
+            })
+            .await?;
+        self.check_position(persisted.position)?;
+        Ok(ResumeHandle(persisted.handle))
+    }
+
+    /// Makes everything durable and closes the stream; the committer
+    /// publishes the file.
+    pub async fn close_for_commit(mut self) -> Result<Committer> {
+        self.flush().await?;
+        let session_id = self.session_id.clone();
+        let closed = self
+            .client
+            .retrying(|mut grpc, _| {
+                let session_id = session_id.clone();
+                async move {
+                    grpc.close_for_commit(CloseForCommitRequest { session_id })
+                        .await
+                }
+            })
+            .await?;
+        self.check_position(closed.size)?;
+        Ok(self.client.committer(CommitHandle(closed.handle)))
+    }
+
+    /// Disposes of the stream with no durability promise (Flink's
+    /// `close()`).
+    pub async fn abort(mut self) -> Result<()> {
+        if let Some(call) = self.call.take() {
+            call.done.abort();
+        }
+        let session_id = self.session_id.clone();
+        self.client
+            .retrying(|mut grpc, _| {
+                let session_id = session_id.clone();
+                async move { grpc.abort(AbortRequest { session_id }).await }
+            })
+            .await?;
+        Ok(())
+    }
+
+    fn check_position(&self, server: u64) -> Result<()> {
+        if server == self.acked {
+            return Ok(());
+        }
+        Err(Status::internal(format!(
+            "session {}: the server is at byte {server}, this client at {}",
+            self.session_id, self.acked
+        ))
+        .into())
+    }
+
+    fn start_call(&mut self) -> &mut Call {
+        let (tx, rx) = mpsc::channel(4);
+        let mut grpc = self.client.grpc.clone();
+        let done = tokio::spawn(async move {
+            grpc.write(ReceiverStream::new(rx))
+                .await
+                .map(|r| r.into_inner())
+        });
+        self.call.insert(Call {
+            tx,
+            done,
+            first: true,
+        })
+    }
+
+    /// Streams one chunk on the current call (starting one if needed).
+    async fn send(&mut self, data: Bytes) -> Result<()> {
+        let offset = self.acked + self.sent_len;
+        self.sent_len += data.len() as u64;
+        self.sent.push_back(data.clone());
+        let session_id = self.session_id.clone();
+        let call = match self.call {
+            Some(ref mut call) => call,
+            None => self.start_call(),
+        };
+        let message = WriteRequest {
+            session_id: if call.first {
+                session_id
+            } else {
+                String::new()
+            },
+            offset,
+            data,
+        };
+        call.first = false;
+        if call.tx.send(message).await.is_err() {
+            // The call ended early; its outcome says what happened, and a
+            // retry sends this chunk along with the rest.
+            return self.finish_call().await;
+        }
+        if self.sent_len >= self.client.options.max_unacked as u64 {
+            self.finish_call().await?;
+        }
+        Ok(())
+    }
+
+    /// Ends the call in flight and settles what it acknowledged; sends the
+    /// unacknowledged bytes again while `UNAVAILABLE` allows a retry.
+    async fn finish_call(&mut self) -> Result<()> {
+        let retry = self.client.options.retry.clone();
+        let mut attempt = 0;
+        loop {
+            let Some(call) = self.call.take() else {
+                if self.sent.is_empty() {
+                    return Ok(());
+                }
+                self.resend();
+                continue;
+            };
+            drop(call.tx);
+            let outcome = match call.done.await {
+                Ok(outcome) => outcome,
+                Err(join) => Err(Status::internal(format!("write task failed: {join}"))),
+            };
+            match outcome {
+                Ok(response) => {
+                    self.settle(response.position)?;
+                    if self.sent.is_empty() {
+                        return Ok(());
+                    }
+                }
+                Err(status) if retryable(&status) && attempt + 1 < retry.attempts => {
+                    tokio::time::sleep(retry.backoff(attempt)).await;
+                    attempt += 1;
+                }
+                Err(status) => return Err(status.into()),
+            }
+            self.resend();
+        }
+    }
+
+    /// Drops what the server acknowledged up to `position`.
+    fn settle(&mut self, position: u64) -> Result<()> {
+        let end = self.acked + self.sent_len;
+        if position < self.acked || position > end {
+            return Err(Status::internal(format!(
+                "session {}: the server acknowledged byte {position}, this client sent {}..{end}",
+                self.session_id, self.acked
+            ))
+            .into());
+        }
+        let mut drop_bytes = position - self.acked;
+        while drop_bytes > 0 {
+            let front = self.sent.front_mut().expect("sent covers the range");
+            if front.len() as u64 <= drop_bytes {
+                drop_bytes -= front.len() as u64;
+                self.sent.pop_front();
+            } else {
+                let _ = front.split_to(drop_bytes as usize);
+                drop_bytes = 0;
+            }
+        }
+        self.sent_len = end - position;
+        self.acked = position;
+        Ok(())
+    }
+
+    /// Starts a new call carrying every unacknowledged chunk. The channel
+    /// holds them all, so nothing here waits.
+    fn resend(&mut self) {
+        let (tx, rx) = mpsc::channel(self.sent.len().max(1));
+        let mut offset = self.acked;
+        for (i, data) in self.sent.iter().enumerate() {
+            let message = WriteRequest {
+                session_id: if i == 0 {
+                    self.session_id.clone()
+                } else {
+                    String::new()
+                },
+                offset,
+                data: data.clone(),
+            };
+            offset += data.len() as u64;
+            tx.try_send(message)
+                .expect("the channel has room for every chunk");
+        }
+        let mut grpc = self.client.grpc.clone();
+        let done = tokio::spawn(async move {
+            grpc.write(ReceiverStream::new(rx))
+                .await
+                .map(|r| r.into_inner())
+        });
+        self.call = Some(Call {
+            tx,
+            done,
+            first: false,
+        });
+    }
+}
+
+/// Publishes a file (Flink's `Committer`).
+pub struct Committer {
+    client: Client,
+    handle: CommitHandle,
+}
+
+/// Where a commit landed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committed {
+    pub path: String,
+    pub size: u64,
+}
+
+impl Committer {
+    /// The handle to keep in the checkpoint until the commit is done.
+    pub fn handle(&self) -> &CommitHandle {
+        &self.handle
+    }
+
+    /// Publishes the file; `ALREADY_EXISTS` when the target exists.
+    pub async fn commit(&self) -> Result<Committed> {
+        self.commit_request(false).await
+    }
+
+    /// Publishes the file from a restored checkpoint: a commit that already
+    /// happened is recognised and succeeds.
+    pub async fn commit_after_recovery(&self) -> Result<Committed> {
+        self.commit_request(true).await
+    }
+
+    async fn commit_request(&self, after_recovery: bool) -> Result<Committed> {
+        let committed = self
+            .client
+            .retrying(|mut grpc, attempt| {
+                let handle = self.handle.0.clone();
+                async move {
+                    grpc.commit(CommitRequest {
+                        handle,
+                        // A retry may follow a commit that landed.
+                        after_recovery: after_recovery || attempt > 0,
+                    })
+                    .await
+                }
+            })
+            .await?;
+        Ok(Committed {
+            path: committed.path,
+            size: committed.size,
+        })
+    }
+}
