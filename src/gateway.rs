@@ -294,7 +294,7 @@ impl Gateway {
             if inner.writer.as_ref().is_some_and(|w| w.reclaimed()) {
                 inner.end(Ended::Reclaimed(RECLAIMED.into()));
                 self.remove_session(&session.id);
-                let _ = self.record_end(&session, &inner);
+                let _ = self.record_end(&session, &inner, &[]);
                 ended += 1;
             }
         }
@@ -554,7 +554,21 @@ impl Gateway {
     }
 
     /// Makes everything durable, ends the session, returns a commit handle.
+    /// A retry of a CloseForCommit that succeeded gets the same handle: the
+    /// first answer may have been lost with the connection.
     pub async fn close_for_commit(&self, session_id: &str) -> Result<(Vec<u8>, u64)> {
+        match self.close_live(session_id).await {
+            Err(Error::FailedPrecondition(why)) => match self.state.session(session_id)? {
+                Some(r) if r.status() == SessionStatus::Closed && !r.commit_handle.is_empty() => {
+                    Ok((r.commit_handle, r.persisted_position))
+                }
+                _ => Err(Error::FailedPrecondition(why)),
+            },
+            closed => closed,
+        }
+    }
+
+    async fn close_live(&self, session_id: &str) -> Result<(Vec<u8>, u64)> {
         let session = self.live(session_id)?;
         let _staging = self.staging_locks.lock(&session.staging_id).await;
         let mut inner = session.inner.lock().await;
@@ -569,11 +583,12 @@ impl Gateway {
         self.update_staging(&session.staging_id, &session.target, |r| {
             r.owner_session.clear()
         })?;
-        self.record_end(&session, &inner)?;
+        let handle = self.keys.seal(&body);
+        self.record_end(&session, &inner, &handle)?;
         self.state.flush().await?;
         self.remove_session(&session.id);
         tracing::info!(session = %session.id, target = %session.target, size = inner.position, "closed for commit");
-        Ok((self.keys.seal(&body), inner.position))
+        Ok((handle, inner.position))
     }
 
     /// Disposes of a session. Staged data that a handle names is kept (it
@@ -598,7 +613,7 @@ impl Gateway {
         self.update_staging(&session.staging_id, &session.target, |r| {
             r.owner_session.clear()
         })?;
-        self.record_end(&session, &inner)?;
+        self.record_end(&session, &inner, &[])?;
         if let Some(writer) = writer
             && !inner.handle_issued
             && let Err(e) = writer.discard().await
@@ -753,14 +768,20 @@ impl Gateway {
         if let Some(session) = self.remove_session(&owner) {
             let mut inner = session.inner.lock().await;
             inner.end(Ended::Superseded(by.to_string()));
-            self.record_end(&session, &inner)?;
+            self.record_end(&session, &inner, &[])?;
             tracing::info!(session = %owner, "superseded");
         }
         Ok(())
     }
 
     /// Records in sled how a session ended.
-    fn record_end(&self, session: &Session, inner: &SessionInner) -> Result<()> {
+    /// Records how a session ended; `commit_handle` is empty unless closed.
+    fn record_end(
+        &self,
+        session: &Session,
+        inner: &SessionInner,
+        commit_handle: &[u8],
+    ) -> Result<()> {
         let ended = inner.ended.as_ref().unwrap_or(&Ended::Aborted);
         let mut record = session_record(
             &session.target,
@@ -771,6 +792,7 @@ impl Gateway {
         if let Ended::Superseded(by) = ended {
             record.superseded_by = by.clone();
         }
+        record.commit_handle = commit_handle.to_vec();
         self.state.put_session(&session.id, &record)
     }
 
@@ -890,6 +912,7 @@ fn session_record(
         created_ms: now,
         updated_ms: now,
         superseded_by: String::new(),
+        commit_handle: Vec::new(),
     }
 }
 

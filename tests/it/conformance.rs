@@ -37,6 +37,7 @@ pub async fn run_all(t: &Target) {
         flink_08_commit_after_recovery_is_idempotent,
         flink_09_write_after_close_fails,
         flink_10_recover_after_commit_fails,
+        retried_close_for_commit_returns_the_same_handle,
         flink_11_recover_earlier_handle_invalidates_later,
         offsets_make_writes_idempotent,
         offset_gap_is_out_of_range,
@@ -219,6 +220,24 @@ pub async fn flink_09_write_after_close_fails(t: &Target) {
     );
     assert!(msg.contains(&sid), "{msg}");
     expect_code(persist(c, &sid).await, Code::FailedPrecondition);
+}
+
+/// A CloseForCommit whose answer was lost is sent again: it returns the
+/// same handle instead of failing, and the file commits once.
+pub async fn retried_close_for_commit_returns_the_same_handle(t: &Target) {
+    let c = &mut t.client.clone();
+    let sid = open(c, &t.uri("close-twice")).await.unwrap();
+    write_at(c, &sid, 0, D1).await.unwrap();
+    let first = close(c, &sid).await.unwrap();
+    let again = close(c, &sid).await.unwrap();
+    assert_eq!(first, again);
+    commit(c, &again.0, false).await.unwrap();
+    assert_eq!(committed(t, "close-twice").await, D1);
+    // Still refused for writes, and for a session that was aborted.
+    expect_code(write_at(c, &sid, 0, D1).await, Code::FailedPrecondition);
+    let aborted = open(c, &t.uri("close-aborted")).await.unwrap();
+    abort(c, &aborted).await.unwrap();
+    expect_code(close(c, &aborted).await, Code::FailedPrecondition);
 }
 
 pub async fn flink_10_recover_after_commit_fails(t: &Target) {

@@ -1,0 +1,160 @@
+"""Fixtures: a real sluice gateway (the binary named by SLUICE_BIN) on a
+free loopback port, and a TCP proxy whose connections a test can cut."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Iterator, List, Optional
+
+import pytest
+
+
+def sluice_bin() -> str:
+    path = os.environ.get("SLUICE_BIN")
+    if not path or not Path(path).is_file():
+        raise RuntimeError(
+            "SLUICE_BIN must name the sluice binary (build it with `cargo build`, "
+            "then SLUICE_BIN=target/debug/sluice); it is "
+            f"{path!r}"
+        )
+    return path
+
+
+class Gateway:
+    """`sluice serve` on its defaults in a data dir of its own."""
+
+    def __init__(self, data_dir: Path, port: int = 0) -> None:
+        self.data_dir = data_dir
+        self.files = data_dir / "files"
+        self._port = port
+        self.proc: Optional[subprocess.Popen] = None
+        self.address = ""
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                sluice_bin(),
+                "serve",
+                "--listen",
+                f"127.0.0.1:{self._port}",
+                "--data-dir",
+                str(self.data_dir),
+                "--admin-listen",
+                "off",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        found = threading.Event()
+
+        def drain() -> None:
+            assert self.proc is not None and self.proc.stderr is not None
+            for line in self.proc.stderr:
+                match = re.search(r"address=(\S+)", line)
+                if match and not found.is_set():
+                    self.address = match.group(1)
+                    found.set()
+
+        threading.Thread(target=drain, daemon=True).start()
+        if not found.wait(30):
+            self.kill()
+            raise RuntimeError("sluice did not log its address within 30 s")
+        self._port = int(self.address.rsplit(":", 1)[1])
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def uri(self, name: str) -> str:
+        return f"file://{self.files.resolve()}/{name}"
+
+
+@pytest.fixture
+def gateway() -> Iterator[Gateway]:
+    with tempfile.TemporaryDirectory() as tmp:
+        gw = Gateway(Path(tmp))
+        try:
+            yield gw
+        finally:
+            gw.kill()
+
+
+class CutProxy:
+    """Forwards a loopback port to the gateway; cut() drops every open
+    connection at once."""
+
+    def __init__(self, upstream: str) -> None:
+        host, port = upstream.rsplit(":", 1)
+        self.upstream = (host, int(port))
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self.lock = threading.Lock()
+        self.sockets: List[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                inbound, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                outbound = socket.create_connection(self.upstream)
+            except OSError:
+                inbound.close()
+                continue
+            with self.lock:
+                self.sockets += [inbound, outbound]
+            for a, b in ((inbound, outbound), (outbound, inbound)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self) -> int:
+        with self.lock:
+            cut, self.sockets = self.sockets, []
+        for s in cut:
+            # shutdown() wakes the pump blocked in recv(); close() alone
+            # would not, and nothing would reach either end.
+            for step in (lambda: s.shutdown(socket.SHUT_RDWR), s.close):
+                try:
+                    step()
+                except OSError:
+                    pass
+        return len(cut) // 2
+
+    def close(self) -> None:
+        self.listener.close()
+        self.cut()
+
+
+@pytest.fixture
+def proxy(gateway: Gateway) -> Iterator[CutProxy]:
+    p = CutProxy(gateway.address)
+    try:
+        yield p
+    finally:
+        p.close()

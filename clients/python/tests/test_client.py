@@ -1,0 +1,144 @@
+"""sluice_client against a real gateway."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+
+import pytest
+
+import sluice_client
+from sluice_client import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    RetryPolicy,
+    Unavailable,
+    Unimplemented,
+    Writer,
+)
+
+
+def pattern(size: int, seed: int) -> bytes:
+    out = bytearray()
+    block = 0
+    while len(out) < size:
+        out += hashlib.sha256(f"{seed}:{block}".encode()).digest()
+        block += 1
+    return bytes(out[:size])
+
+
+def test_stubs_come_from_the_repository_proto():
+    from sluice_client._pb import gateway_pb2
+
+    service = gateway_pb2.DESCRIPTOR.services_by_name["StorageGateway"]
+    assert service.full_name == "sluice.v1.StorageGateway"
+    assert {"Open", "Write", "Persist", "Recover", "CloseForCommit", "Commit", "Cleanup", "Abort"} <= set(
+        service.methods_by_name
+    )
+
+
+def test_write_persist_recover_commit(gateway):
+    data = pattern(300_000, 1)
+    target = gateway.uri("out/part-0")
+    with Writer(gateway.address, chunk_size=4096, batch_size=16384) as writer:
+        stream = writer.open(target)
+        assert stream.path == target
+        for i in range(0, 100_000, 77):
+            stream.write(data[i : min(i + 77, 100_000)])
+        handle = stream.persist()
+        assert isinstance(handle, bytes) and stream.position == 100_000
+        stream.write(data[100_000:150_000])  # lost with the crash below
+        stream.abort()
+
+        resumed = writer.recover(handle)
+        assert resumed.position == 100_000
+        resumed.write(data[100_000:])
+        committer = resumed.close_for_commit()
+        assert not (gateway.files / "out" / "part-0").exists(), "visible before commit"
+        committed = committer.commit()
+        assert (committed.path, committed.size) == (target, len(data))
+        assert (gateway.files / "out" / "part-0").read_bytes() == data
+        assert writer.read(target) == data
+
+        with pytest.raises(AlreadyExists):
+            committer.commit()
+        again = writer.recover_for_commit(committer.handle).commit_after_recovery()
+        assert again.size == len(data)
+        assert writer.cleanup(handle) in (True, False)
+        assert [e.name for e in writer.list(gateway.uri("out"))] == ["part-0"]
+
+
+def test_errors_are_typed_with_the_servers_message(gateway):
+    with Writer(gateway.address, retry=RetryPolicy(attempts=1)) as writer:
+        with pytest.raises(Unimplemented) as err:
+            writer.open("nope://bucket/x")
+        assert "file" in err.value.message  # lists the schemes served
+        with pytest.raises(InvalidArgument):
+            writer.recover(b"not a handle")
+        stream = writer.open(gateway.uri("typed/a"))
+        stream.write(b"abc")
+        committer = stream.close_for_commit()
+        with pytest.raises(FailedPrecondition):
+            stream.write(b"more")
+        committer.commit()
+        assert isinstance(NotFound("x"), sluice_client.SluiceError)
+
+
+def test_session_lost_after_a_gateway_restart(gateway):
+    """A gateway killed with -9 loses live sessions (NotFound), never a
+    persisted handle."""
+    with Writer(gateway.address) as writer:
+        stream = writer.open(gateway.uri("restart/a"))
+        stream.write(b"kept")
+        handle = stream.persist()
+        stream.write(b" lost")
+        stream.flush()
+        gateway.kill()
+        gateway.start()  # same port, same data dir
+        with pytest.raises(sluice_client.SessionLost) as err:
+            stream.persist()
+        assert "restart" in err.value.message
+        resumed = writer.recover(handle)
+        assert resumed.position == 4
+        resumed.write(b" again")
+        resumed.close_for_commit().commit()
+        assert (gateway.files / "restart" / "a").read_bytes() == b"kept again"
+
+
+def test_unavailable_is_retried_by_offset_without_duplicates(gateway, proxy):
+    data = pattern(12 << 20, 2)
+    target = gateway.uri("cut/part-0")
+    retry = RetryPolicy(attempts=20, initial_backoff=0.01, max_backoff=0.2)
+    with Writer(proxy.address, chunk_size=64 << 10, batch_size=512 << 10, retry=retry) as writer:
+        stream = writer.open(target)
+        cuts = 0
+        stop = threading.Event()
+
+        def cutter() -> None:
+            nonlocal cuts
+            while not stop.wait(0.15):
+                cuts += proxy.cut()
+
+        thread = threading.Thread(target=cutter)
+        thread.start()
+        try:
+            for i in range(0, len(data), 256 << 10):
+                stream.write(data[i : i + (256 << 10)])
+                if i % (4 << 20) == 0:
+                    stream.persist()
+            committer = stream.close_for_commit()
+        finally:
+            stop.set()
+            thread.join()
+        committer.commit()
+    assert cuts >= 5, f"only {cuts} connections were cut"
+    assert (gateway.files / "cut" / "part-0").read_bytes() == data
+
+
+def test_unavailable_after_retries_is_typed():
+    with Writer("127.0.0.1:1", retry=RetryPolicy(attempts=2, initial_backoff=0.01)) as writer:
+        with pytest.raises(Unavailable):
+            writer.open("file:///tmp/x")
