@@ -252,7 +252,7 @@ impl Gateway {
             let result = if record.committed_size.is_some() {
                 // Published: only tails that the commit failed to remove.
                 backend
-                    .remove_artefacts(&target, &record.tails)
+                    .remove_artefacts(&target, &id, &record.tails)
                     .await
                     .map(|tails| Removed {
                         tails,
@@ -260,7 +260,7 @@ impl Gateway {
                     })
             } else {
                 backend
-                    .remove_staging(&target, &record.location, &record.tails)
+                    .remove_staging(&target, &id, &record.location, &record.tails)
                     .await
             };
             match result {
@@ -727,9 +727,14 @@ impl Gateway {
         self.state.flush().await?;
         // Every persist's tail is useless once the file is published (the
         // staging can no longer be recovered): remove them now rather than
-        // leave them for Cleanup calls that may never come.
-        if !record.tails.is_empty() {
-            match backend.remove_artefacts(&target, &record.tails).await {
+        // leave them for Cleanup calls that may never come. That includes
+        // tails this replica never recorded (another replica's, or one a
+        // crash kept out of sled), which the backend finds by name.
+        {
+            match backend
+                .remove_artefacts(&target, &body.staging_id, &record.tails)
+                .await
+            {
                 Ok(_) => {
                     record.tails.clear();
                     self.state.put_staging(&body.staging_id, &record)?;

@@ -491,14 +491,24 @@ impl Backend for LimitedBackend {
     async fn remove_staging(
         &self,
         target: &Location,
+        staging_id: &str,
         location: &str,
         artefacts: &[String],
     ) -> Result<Removed> {
-        self.inner.remove_staging(target, location, artefacts).await
+        self.inner
+            .remove_staging(target, staging_id, location, artefacts)
+            .await
     }
 
-    async fn remove_artefacts(&self, target: &Location, artefacts: &[String]) -> Result<usize> {
-        self.inner.remove_artefacts(target, artefacts).await
+    async fn remove_artefacts(
+        &self,
+        target: &Location,
+        staging_id: &str,
+        artefacts: &[String],
+    ) -> Result<usize> {
+        self.inner
+            .remove_artefacts(target, staging_id, artefacts)
+            .await
     }
 }
 

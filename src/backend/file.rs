@@ -410,6 +410,7 @@ impl Backend for FileBackend {
     async fn remove_staging(
         &self,
         _target: &Location,
+        _staging_id: &str,
         location: &str,
         _artefacts: &[String],
     ) -> Result<Removed> {

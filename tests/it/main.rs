@@ -17,6 +17,7 @@ mod limits;
 mod model;
 mod multipart;
 mod oss_proxy;
+mod polyglot;
 mod proxy;
 mod restart;
 mod tracing;
@@ -401,4 +402,52 @@ async fn metrics_count_a_known_workload() {
     assert_eq!(m("sluice_limiter_timeouts_total{scheme=\"memory\"}"), 1.0);
     assert_eq!(restart::http_get(server.admin, "/healthz").await.0, 200);
     assert_eq!(restart::http_get(server.admin, "/readyz").await.0, 200);
+}
+
+/// A tail object that a crash kept out of sled (written, then the gateway
+/// died before recording it) is still removed at commit: its name carries
+/// its staging's token.
+#[tokio::test]
+async fn commit_removes_tails_that_sled_never_recorded() {
+    use object_store::ObjectStoreExt;
+    let server = TestServer::start("memory.upload.min.part.size: 1kb").await;
+    let t = Target::memory(&server).await;
+    let c = &mut t.client.clone();
+    let sid = open(c, &t.uri("orphans/part-0")).await.unwrap();
+    write_at(c, &sid, 0, b"first persist").await.unwrap();
+    persist(c, &sid).await.unwrap();
+    let tails = |entries: Vec<(String, u64)>| -> Vec<String> {
+        entries
+            .into_iter()
+            .map(|(name, _)| name)
+            .filter(|name| name.contains(".part-0.tail."))
+            .collect()
+    };
+    let recorded = tails(t.store.entries().await);
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    // The same staging's tail name with another uuid, as a lost persist
+    // would have left it; and another staging's tail, which must stay.
+    let (prefix, _) = recorded[0].rsplit_once('.').unwrap();
+    let name = t.base.rsplit('/').nth(1).unwrap().to_string();
+    let (objects, _) = server.memory.store(&name);
+    let orphan = format!("data/{prefix}.{}", uuid::Uuid::new_v4());
+    let foreign = "data/orphans/.part-0.tail.0123456789abcdef.x".to_string();
+    for key in [&orphan, &foreign] {
+        objects
+            .put(
+                &object_store::path::Path::from(key.as_str()),
+                b"tail".to_vec().into(),
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(tails(t.store.entries().await).len(), 3);
+
+    let (handle, _) = close(c, &sid).await.unwrap();
+    commit(c, &handle, false).await.unwrap();
+    assert_eq!(
+        tails(t.store.entries().await),
+        vec!["orphans/.part-0.tail.0123456789abcdef.x".to_string()],
+        "the staging's recorded and unrecorded tails are gone, another's stays"
+    );
 }

@@ -1,0 +1,116 @@
+//! The clients of other languages, and the exactly-once proof, run from
+//! the test suite: the Python client's own pytest suite, the crash harness
+//! of `examples/exactly_once` on file:// and s3:// (with two replicas), and
+//! the Node example.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::emulators::{Emulator, python_with_client};
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs `cmd`, failing the test with everything it printed.
+fn run_ok(cmd: &mut Command, what: &str) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn python_client_tests_pass() {
+    let python = python_with_client();
+    let tests = repo().join("clients/python/tests");
+    // Run from elsewhere, so the installed package (with its generated
+    // stubs) is the one imported, not the source folder.
+    let cwd = tempfile::tempdir().unwrap();
+    let out = run_ok(
+        Command::new(&python)
+            .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+            .arg(&tests)
+            .current_dir(cwd.path())
+            .env("SLUICE_BIN", env!("CARGO_BIN_EXE_sluice")),
+        "pytest clients/python/tests",
+    );
+    assert!(out.contains(" passed"), "{out}");
+    assert!(!out.contains("skipped"), "{out}");
+}
+
+/// The crash harness's summary, as JSON.
+fn harness(args: &[&str]) -> serde_json::Value {
+    let python = python_with_client();
+    let out = run_ok(
+        Command::new(&python)
+            .arg(repo().join("examples/exactly_once/harness.py"))
+            .args([
+                "--sluice",
+                env!("CARGO_BIN_EXE_sluice"),
+                "--json",
+                "--quiet",
+            ])
+            .args(args),
+        "examples/exactly_once/harness.py",
+    );
+    let summary: serde_json::Value = serde_json::from_str(&out).expect("the harness prints JSON");
+    eprintln!("{summary:#}");
+    // Checked here again from the figures, not only from "ok".
+    for zero in ["lost", "duplicated", "out_of_order", "corrupt"] {
+        assert_eq!(summary[zero], 0, "{zero} records: {summary:#}");
+    }
+    assert_eq!(
+        summary["records_committed"], summary["records"],
+        "{summary:#}"
+    );
+    assert_eq!(summary["leftovers"], serde_json::json!([]), "{summary:#}");
+    assert_eq!(summary["required_points_missed"], serde_json::json!([]));
+    assert_eq!(summary["ok"], true);
+    summary
+}
+
+#[test]
+fn exactly_once_under_crashes_on_file() {
+    let summary = harness(&["--backend", "file", "--crashes", "15"]);
+    assert!(summary["crashes"].as_u64().unwrap() >= 15);
+}
+
+#[test]
+fn exactly_once_under_crashes_across_two_replicas_on_s3() {
+    let moto = Emulator::moto(None);
+    moto.create_bucket("jobs");
+    let summary = harness(&[
+        "--backend",
+        "s3",
+        "--s3-endpoint",
+        &moto.url(),
+        "--bucket",
+        "jobs",
+        "--replicas",
+        "2",
+        "--crashes",
+        "15",
+    ]);
+    assert!(summary["crashes"].as_u64().unwrap() >= 15);
+    assert!(
+        summary["replica_switches"].as_u64().unwrap() >= 3,
+        "the job should have resumed on the other replica: {summary:#}"
+    );
+}
+
+#[test]
+fn exactly_once_across_two_replicas_on_file() {
+    let summary = harness(&["--backend", "file", "--replicas", "2", "--crashes", "12"]);
+    assert!(
+        summary["replica_switches"].as_u64().unwrap() >= 3,
+        "{summary:#}"
+    );
+}
