@@ -6,7 +6,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::emulators::{Emulator, python_with_client};
+use crate::emulators::{Emulator, node_client_modules, python_with_client};
+use crate::restart::Gateway;
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -113,4 +114,21 @@ fn exactly_once_across_two_replicas_on_file() {
         summary["replica_switches"].as_u64().unwrap() >= 3,
         "{summary:#}"
     );
+}
+
+#[test]
+fn node_example_writes_exactly_once() {
+    let modules = node_client_modules();
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = Gateway::start_on_defaults(dir.path());
+    let out = run_ok(
+        Command::new("node")
+            .arg(repo().join("clients/node/example.js"))
+            .arg(gateway.addr.to_string())
+            .arg("memory://demo/node/part-0")
+            .env("NODE_PATH", &modules),
+        "node clients/node/example.js",
+    );
+    assert!(out.contains("exactly the bytes written, once"), "{out}");
+    gateway.kill9();
 }

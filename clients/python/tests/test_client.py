@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 import threading
 import time
 
@@ -142,3 +143,10 @@ def test_unavailable_after_retries_is_typed():
     with Writer("127.0.0.1:1", retry=RetryPolicy(attempts=2, initial_backoff=0.01)) as writer:
         with pytest.raises(Unavailable):
             writer.open("file:///tmp/x")
+
+
+def test_readme_quickstart_runs_as_written(gateway, capsys):
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    block = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(block.replace("127.0.0.1:50051", gateway.address), "README.md", "exec"), {})
+    assert capsys.readouterr().out == "first record\nsecond record\n"
