@@ -4,6 +4,7 @@
 //! once (`CloseForCommit` → `Commit`).
 //!
 //! # Layout
+//! - [`bench`]: `sluice-bench`'s runs, baselines and report.
 //! - [`client`]: a Rust client shaped like Flink's `RecoverableWriter`.
 //! - [`server`]: opens the data dir and backends, serves gRPC on a listener.
 //! - [`edge`]: the tower layers at the RPC edge, assembled in one place.
@@ -26,6 +27,7 @@
 
 pub mod api;
 pub mod backend;
+pub mod bench;
 pub mod client;
 pub mod config;
 pub mod edge;

@@ -26,9 +26,10 @@ use crate::proto::storage_gateway_server::StorageGatewayServer;
 use crate::state::StateStore;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// HTTP/2 receive windows, per stream and per connection.
-const STREAM_WINDOW: u32 = 8 * 1024 * 1024;
-const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
+/// HTTP/2 receive window per stream (the sink of `sluice-bench` uses it too).
+pub const STREAM_WINDOW: u32 = 8 * 1024 * 1024;
+/// HTTP/2 receive window per connection.
+pub const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
 
 /// What a server needs to start.
 #[derive(Debug, Clone)]

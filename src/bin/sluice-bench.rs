@@ -1,0 +1,398 @@
+//! sluice-bench: throughput, latency, memory and CPU of sluice against
+//! baselines measured in the same run. See `sluice::bench` and the README's
+//! "Performance" section.
+//!
+//! ```sh
+//! cargo build --release
+//! target/release/sluice-bench suite --s3-endpoint http://127.0.0.1:5000 --bucket bench \
+//!     --json bench.json --svg concurrency.svg
+//! target/release/sluice-bench suite --quick          # seconds; what the tests run
+//! ```
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use sluice::bench::*;
+
+#[derive(Parser)]
+#[command(name = "sluice-bench", about = "Measures sluice against the transport ceiling and direct writes")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// The scenarios of the README's Performance table, each with its baseline.
+    Suite(SuiteArgs),
+    /// One workload through sluice, with the baseline for its scheme.
+    Run(RunArgs),
+    /// The counting sink (the transport-ceiling baseline); started by the
+    /// other commands.
+    Sink {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+    },
+}
+
+#[derive(clap::Args)]
+struct Common {
+    /// The sluice binary; default: beside this executable.
+    #[arg(long)]
+    sluice: Option<PathBuf>,
+    /// S3 endpoint (an emulator such as moto) for the s3:// scenarios.
+    #[arg(long)]
+    s3_endpoint: Option<String>,
+    /// An existing bucket at --s3-endpoint.
+    #[arg(long, default_value = "bench")]
+    bucket: String,
+    /// Runs of each scenario; figures are medians.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Write the report as JSON to this file ("-": stdout, instead of the table).
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// No progress bars.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(clap::Args)]
+struct SuiteArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Tiny sizes, one run: a smoke test that takes seconds.
+    #[arg(long)]
+    quick: bool,
+    /// Write the throughput-by-writers chart (SVG) to this file.
+    #[arg(long)]
+    svg: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    #[command(flatten)]
+    common: Common,
+    /// memory, file or s3.
+    #[arg(long, default_value = "memory")]
+    scheme: String,
+    #[arg(long, default_value_t = 1)]
+    writers: usize,
+    #[arg(long, default_value = "1gb")]
+    file_size: String,
+    #[arg(long, default_value = "1mb")]
+    chunk: String,
+    /// Bytes between persists; 0: none.
+    #[arg(long, default_value = "64mb")]
+    persist_every: String,
+    #[arg(long, default_value_t = 1)]
+    files_per_writer: usize,
+}
+
+fn size(key: &str, value: &str) -> BenchResult<u64> {
+    if value == "0" {
+        return Ok(0);
+    }
+    Ok(sluice::config::parse_memory_size(key, value)?)
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Cmd::Sink { listen } => serve_sink(&listen).await,
+            Cmd::Suite(args) => suite(args).await,
+            Cmd::Run(args) => run_one(args).await,
+        }
+    });
+    if let Err(e) = result {
+        eprintln!("sluice-bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// One machine-readable line of what this machine is.
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().next().and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
+        .map_or(0.0, |kib| kib as f64 / 1024.0 / 1024.0);
+    format!("{cores} cores ({cpu}), {mem_gib:.0} GiB")
+}
+
+/// A directory of this run's own, removed at the end.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> BenchResult<Scratch> {
+        let dir = std::env::temp_dir().join(format!("sluice-bench-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(Scratch(dir))
+    }
+
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// What the scenarios share: a sluice child, the sink, a scratch dir.
+struct Bench {
+    sluice: Child,
+    sink: Child,
+    dir: Scratch,
+    common: Common,
+    s3: Option<Arc<dyn object_store::ObjectStore>>,
+}
+
+impl Bench {
+    fn start(common: Common) -> BenchResult<Bench> {
+        let bin = find_sluice(common.sluice.clone())?;
+        let dir = Scratch::new()?;
+        let mut config = String::new();
+        let mut s3 = None;
+        if let Some(endpoint) = &common.s3_endpoint {
+            config += &format!(
+                "s3.endpoint: {endpoint}\ns3.access-key: test\ns3.secret-key: test\ns3.region: us-east-1\ns3.path.style.access: true\n"
+            );
+            let store = object_store::aws::AmazonS3Builder::new()
+                .with_endpoint(endpoint)
+                .with_bucket_name(&common.bucket)
+                .with_access_key_id("test")
+                .with_secret_access_key("test")
+                .with_region("us-east-1")
+                .with_allow_http(true)
+                .with_virtual_hosted_style_request(false)
+                .build()?;
+            s3 = Some(Arc::new(store) as Arc<dyn object_store::ObjectStore>);
+        }
+        let sluice = start_sluice(&bin, &dir.path().join("sluice"), &config)?;
+        let sink = start_sink()?;
+        Ok(Bench {
+            sluice,
+            sink,
+            dir,
+            common,
+            s3,
+        })
+    }
+
+    fn files(&self) -> PathBuf {
+        self.dir.path().join("sluice/files")
+    }
+
+    fn bar(&self, label: &str, total: u64) -> indicatif::ProgressBar {
+        progress(label, total, self.common.quiet)
+    }
+
+    /// sluice at `base` and the baseline for its scheme, alternately.
+    async fn scenario(&self, name: &str, base: &str, w: &Workload, goal: &str) -> BenchResult<Scenario> {
+        let scheme = base.split("://").next().unwrap_or("");
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        let baseline_name = match scheme {
+            "memory" => "transport ceiling",
+            "file" => "std::fs + fsync + rename",
+            _ => "object_store multipart",
+        };
+        for run in 0..self.common.runs {
+            let bar = self.bar(&format!("{name} #{}: sluice", run + 1), w.total());
+            ours.push(measured_sluice(&self.sluice, base, w, &bar).await?);
+            bar.finish_and_clear();
+            let bar = self.bar(&format!("{name} #{}: baseline", run + 1), w.total());
+            let baseline = match scheme {
+                "memory" => through_gateway(self.sink.addr, "sink://x", w, &bar).await?.0,
+                "file" => direct_file(&self.dir.path().join("direct"), w, &bar).await?,
+                _ => {
+                    let store = self.s3.clone().ok_or("an s3:// scenario needs --s3-endpoint")?;
+                    direct_object(store, "direct", w, 5 << 20, 4, &bar).await?
+                }
+            };
+            bar.finish_and_clear();
+            theirs.push(baseline);
+        }
+        let mut a: Vec<f64> = ours.iter().map(|r| r.mib_per_s).collect();
+        let mut b: Vec<f64> = theirs.iter().map(|r| r.mib_per_s).collect();
+        let (a, b) = (median(&mut a), median(&mut b));
+        Ok(Scenario {
+            name: name.to_string(),
+            target: base.to_string(),
+            workload: w.clone(),
+            baseline_name: baseline_name.to_string(),
+            sluice: ours,
+            baseline: theirs,
+            sluice_median_mib_per_s: a,
+            baseline_median_mib_per_s: b,
+            ratio: a / b,
+            goal: goal.to_string(),
+        })
+    }
+
+    fn emit(&self, report: &Report) -> BenchResult<()> {
+        let json = serde_json::to_string_pretty(report)?;
+        match &self.common.json {
+            Some(path) if path.as_os_str() == "-" => println!("{json}"),
+            Some(path) => {
+                std::fs::write(path, json)?;
+                print!("{}", table(report));
+            }
+            None => print!("{}", table(report)),
+        }
+        Ok(())
+    }
+}
+
+async fn suite(args: SuiteArgs) -> BenchResult<()> {
+    let mut common = args.common;
+    if args.quick {
+        common.runs = 1;
+    }
+    let bench = Bench::start(common)?;
+    let q = args.quick;
+    let one = |file_size: u64, persist_every: u64| Workload {
+        writers: 1,
+        file_size,
+        chunk: MIB as usize,
+        persist_every,
+        files_per_writer: 1,
+    };
+    let mut scenarios = Vec::new();
+    let big = if q { 8 * MIB } else { GIB };
+    let every = if q { 2 * MIB } else { 64 * MIB };
+    scenarios.push(
+        bench
+            .scenario("memory://, 1 writer", "memory://bench/m", &one(big, every), ">= 0.85")
+            .await?,
+    );
+    let files = format!("file://{}/bench", bench.files().display());
+    scenarios.push(bench.scenario("file://, 1 writer", &files, &one(big, every), ">= 0.90").await?);
+    let mut figures = Vec::new();
+    if bench.s3.is_some() {
+        let size = if q { 12 * MIB } else { 256 * MIB };
+        let base = format!("s3://{}/bench", bench.common.bucket);
+        scenarios.push(bench.scenario("s3:// (moto), 1 writer", &base, &one(size, every), ">= 0.90").await?);
+        // Memory of one large upload (no baseline).
+        let size = if q { 12 * MIB } else { GIB };
+        let bar = bench.bar("s3:// memory of one upload", size);
+        let run = measured_sluice(&bench.sluice, &base, &one(size, every), &bar).await?;
+        bar.finish_and_clear();
+        figures.push(Figure {
+            name: format!("server peak RSS above start, one {} MiB s3:// upload", size >> 20),
+            value: run.server_peak_rss_above_start_mib.unwrap_or(0.0),
+            unit: "MiB".into(),
+            goal: "<= 64".into(),
+        });
+    }
+
+    // Concurrency on memory://: the same total bytes split over more writers.
+    let total = if q { 8 * MIB } else { GIB };
+    let counts: &[usize] = if q { &[1, 4] } else { &[1, 2, 4, 8, 16, 32, 64] };
+    let mut concurrency = Vec::new();
+    let mut persist_at_most = None;
+    for &writers in counts {
+        let file_size = total / writers as u64;
+        let w = Workload {
+            writers,
+            file_size,
+            chunk: MIB.min(file_size) as usize,
+            persist_every: (file_size / 8).max(1),
+            files_per_writer: 1,
+        };
+        let mut rates = Vec::new();
+        let mut p99s = Vec::new();
+        for run in 0..bench.common.runs {
+            let bar = bench.bar(&format!("memory://, {writers} writers #{}", run + 1), w.total());
+            let r = measured_sluice(&bench.sluice, "memory://bench/c", &w, &bar).await?;
+            bar.finish_and_clear();
+            rates.push(r.mib_per_s);
+            if let Some(p) = &r.persist {
+                p99s.push(p.p99_ms);
+            }
+        }
+        concurrency.push((writers, median(&mut rates)));
+        persist_at_most = Some((writers, median(&mut p99s)));
+    }
+    let first = concurrency.first().map_or(1.0, |c| c.1);
+    if let Some(&(n, last)) = concurrency.last() {
+        figures.push(Figure {
+            name: format!("memory:// aggregate, {n} writers / 1 writer"),
+            value: last / first,
+            unit: "x".into(),
+            goal: ">= 0.9".into(),
+        });
+    }
+    if let Some((n, p99)) = persist_at_most {
+        figures.push(Figure {
+            name: format!("Persist p99 on memory://, {n} concurrent writers"),
+            value: p99,
+            unit: "ms".into(),
+            goal: "<= 2".into(),
+        });
+    }
+
+    let sessions = if q { 200 } else { 10_000 };
+    let bar = bench.bar("idle sessions", sessions as u64);
+    let (before, with) = idle_sessions(&bench.sluice, "memory://bench/idle", sessions, &bar).await?;
+    bar.finish_and_clear();
+    figures.push(Figure {
+        name: format!("server RSS with {sessions} idle sessions open (was {before:.1} MiB)"),
+        value: with,
+        unit: "MiB".into(),
+        goal: "<= 256".into(),
+    });
+
+    let ceiling = scenarios.first().map(|s| s.baseline_median_mib_per_s);
+    let report = Report {
+        machine: machine(),
+        runs: bench.common.runs,
+        scenarios,
+        concurrency,
+        figures,
+    };
+    if let Some(path) = &args.svg {
+        std::fs::write(path, svg_chart(&report.concurrency, ceiling))?;
+    }
+    bench.emit(&report)
+}
+
+async fn run_one(args: RunArgs) -> BenchResult<()> {
+    let w = Workload {
+        writers: args.writers,
+        file_size: size("--file-size", &args.file_size)?,
+        chunk: size("--chunk", &args.chunk)? as usize,
+        persist_every: size("--persist-every", &args.persist_every)?,
+        files_per_writer: args.files_per_writer,
+    };
+    let bench = Bench::start(args.common)?;
+    let base = match args.scheme.as_str() {
+        "memory" => "memory://bench/run".to_string(),
+        "file" => format!("file://{}/run", bench.files().display()),
+        "s3" => format!("s3://{}/run", bench.common.bucket),
+        other => return Err(format!("--scheme {other}: use memory, file or s3").into()),
+    };
+    let name = format!("{}://, {} writers", args.scheme, w.writers);
+    let scenario = bench.scenario(&name, &base, &w, "-").await?;
+    let report = Report {
+        machine: machine(),
+        runs: bench.common.runs,
+        scenarios: vec![scenario],
+        concurrency: Vec::new(),
+        figures: Vec::new(),
+    };
+    bench.emit(&report)
+}
