@@ -207,7 +207,12 @@ fn proc_stats(pid: u32) -> ProcStats {
     // Fields after the command name (which may hold spaces), from field 3.
     let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     // utime and stime are fields 14 and 15: indexes 11 and 12 here.
     let cpu_s = (ticks(11) + ticks(12)) as f64 / clock_ticks() as f64;
     ProcStats {
@@ -309,7 +314,10 @@ impl StorageGateway for Sink {
         }))
     }
 
-    async fn recover(&self, _: Request<RecoverRequest>) -> Result<Response<RecoverResponse>, Status> {
+    async fn recover(
+        &self,
+        _: Request<RecoverRequest>,
+    ) -> Result<Response<RecoverResponse>, Status> {
         Err(Status::unimplemented("the sink only counts"))
     }
 
@@ -330,12 +338,18 @@ impl StorageGateway for Sink {
         Ok(Response::new(CommitResponse::default()))
     }
 
-    async fn cleanup(&self, _: Request<CleanupRequest>) -> Result<Response<CleanupResponse>, Status> {
+    async fn cleanup(
+        &self,
+        _: Request<CleanupRequest>,
+    ) -> Result<Response<CleanupResponse>, Status> {
         Ok(Response::new(CleanupResponse::default()))
     }
 
     async fn abort(&self, r: Request<AbortRequest>) -> Result<Response<AbortResponse>, Status> {
-        self.positions.lock().unwrap().remove(&r.into_inner().session_id);
+        self.positions
+            .lock()
+            .unwrap()
+            .remove(&r.into_inner().session_id);
         Ok(Response::new(AbortResponse {}))
     }
 
@@ -385,13 +399,12 @@ pub async fn serve_sink(listen: &str) -> BenchResult<()> {
     tonic::transport::Server::builder()
         .initial_stream_window_size(Some(crate::server::STREAM_WINDOW))
         .initial_connection_window_size(Some(crate::server::CONNECTION_WINDOW))
-        .tcp_nodelay(true)
         .add_service(
             StorageGatewayServer::new(Sink::default())
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(limit),
         )
-        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+        .serve_with_incoming(crate::server::nodelay_incoming(listener))
         .await?;
     Ok(())
 }
@@ -464,6 +477,9 @@ pub async fn through_gateway(
                     written += n as u64;
                     bar.inc(n as u64);
                     if w.persist_every > 0 && written >= next_persist && written < w.file_size {
+                        // The Persist call alone: the bytes before it are
+                        // sent and acknowledged first.
+                        stream.flush().await?;
                         let t = Instant::now();
                         stream.persist().await?;
                         persists.record(t.elapsed().as_micros() as u64)?;
@@ -585,7 +601,8 @@ pub async fn direct_object(
                     uuid::Uuid::new_v4().simple()
                 ));
                 let upload = store.put_multipart(&path).await?;
-                let mut multipart = object_store::WriteMultipart::new_with_chunk_size(upload, part_size);
+                let mut multipart =
+                    object_store::WriteMultipart::new_with_chunk_size(upload, part_size);
                 let mut written = 0u64;
                 while written < w.file_size {
                     let n = (w.file_size - written).min(w.chunk as u64) as usize;
@@ -638,7 +655,12 @@ pub async fn measured_sluice(
 
 /// Opens `count` sessions and leaves them idle; returns the server's RSS
 /// (MiB) before and with them open. The sessions are aborted afterwards.
-pub async fn idle_sessions(server: &Child, base: &str, count: usize, bar: &ProgressBar) -> BenchResult<(f64, f64)> {
+pub async fn idle_sessions(
+    server: &Child,
+    base: &str,
+    count: usize,
+    bar: &ProgressBar,
+) -> BenchResult<(f64, f64)> {
     let client = Client::connect(format!("http://{}", server.addr)).await?;
     let before = server.stats().rss_kib as f64 / 1024.0;
     let mut streams = Vec::with_capacity(count);
@@ -659,18 +681,43 @@ pub async fn idle_sessions(server: &Child, base: &str, count: usize, bar: &Progr
 /// The table printed at the end of a run.
 pub fn table(report: &Report) -> String {
     let mut out = String::new();
-    out += &format!("sluice-bench on {} (medians of {} runs)\n\n", report.machine, report.runs);
+    out += &format!(
+        "sluice-bench on {} (medians of {} runs)\n\n",
+        report.machine, report.runs
+    );
     out += &format!(
         "{:<34} {:>10} {:<22} {:>10} {:>7}  {:<9} {:>24} {:>24} {:>10} {:>9}\n",
-        "scenario", "sluice", "baseline", "baseline", "ratio", "goal", "persist p50/p99/max ms", "commit p50/p99/max ms", "RSS +MiB", "CPU s/GiB"
+        "scenario",
+        "sluice",
+        "baseline",
+        "baseline",
+        "ratio",
+        "goal",
+        "persist p50/p99/max ms",
+        "commit p50/p99/max ms",
+        "RSS +MiB",
+        "CPU s/GiB"
     );
     for s in &report.scenarios {
-        let best = s.sluice.iter().max_by(|a, b| a.mib_per_s.total_cmp(&b.mib_per_s));
+        let best = s
+            .sluice
+            .iter()
+            .max_by(|a, b| a.mib_per_s.total_cmp(&b.mib_per_s));
         let lat = |l: &Option<Latency>| {
-            l.as_ref().map_or("-".to_string(), |l| format!("{:.1}/{:.1}/{:.1}", l.p50_ms, l.p99_ms, l.max_ms))
+            l.as_ref().map_or("-".to_string(), |l| {
+                format!("{:.1}/{:.1}/{:.1}", l.p50_ms, l.p99_ms, l.max_ms)
+            })
         };
-        let mut rss: Vec<f64> = s.sluice.iter().filter_map(|r| r.server_peak_rss_above_start_mib).collect();
-        let mut cpu: Vec<f64> = s.sluice.iter().filter_map(|r| r.server_cpu_s_per_gib).collect();
+        let mut rss: Vec<f64> = s
+            .sluice
+            .iter()
+            .filter_map(|r| r.server_peak_rss_above_start_mib)
+            .collect();
+        let mut cpu: Vec<f64> = s
+            .sluice
+            .iter()
+            .filter_map(|r| r.server_cpu_s_per_gib)
+            .collect();
         out += &format!(
             "{:<34} {:>7.1} MB/s {:<22} {:>7.1} MB/s {:>6.3}  {:<9} {:>24} {:>24} {:>10.1} {:>9.2}\n",
             s.name,
@@ -696,7 +743,10 @@ pub fn table(report: &Report) -> String {
         out += "\n";
     }
     for f in &report.figures {
-        out += &format!("{:<60} {:>10.2} {:<6} goal {}\n", f.name, f.value, f.unit, f.goal);
+        out += &format!(
+            "{:<60} {:>10.2} {:<6} goal {}\n",
+            f.name, f.value, f.unit, f.goal
+        );
     }
     out
 }
@@ -720,29 +770,45 @@ pub fn svg_chart(points: &[(usize, f64)], ceiling: Option<f64>) -> String {
     );
     svg += &format!(
         "<line x1=\"{left}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n<line x1=\"{left}\" y1=\"{top}\" x2=\"{left}\" y2=\"{}\" stroke=\"black\"/>\n",
-        h - bottom, w - right, h - bottom, h - bottom
+        h - bottom,
+        w - right,
+        h - bottom,
+        h - bottom
     );
     for i in 0..=5 {
         let y = max_y * i as f64 / 5.0;
         svg += &format!(
             "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{y:.0}</text><line x1=\"{left}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"#ddd\"/>\n",
-            left - 6.0, py(y) + 4.0, py(y), w - right, py(y)
+            left - 6.0,
+            py(y) + 4.0,
+            py(y),
+            w - right,
+            py(y)
         );
     }
     for (p, x) in points.iter().zip(&xs) {
         svg += &format!(
             "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n",
-            px(*x), h - bottom + 18.0, p.0
+            px(*x),
+            h - bottom + 18.0,
+            p.0
         );
     }
     svg += &format!(
         "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">writers</text>\n<text x=\"16\" y=\"{}\" transform=\"rotate(-90 16 {})\" text-anchor=\"middle\">MiB/s</text>\n",
-        (left + w - right) / 2.0, h - 12.0, (top + h - bottom) / 2.0, (top + h - bottom) / 2.0
+        (left + w - right) / 2.0,
+        h - 12.0,
+        (top + h - bottom) / 2.0,
+        (top + h - bottom) / 2.0
     );
     if let Some(c) = ceiling {
         svg += &format!(
             "<line x1=\"{left}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"#999\" stroke-dasharray=\"6 4\"/><text x=\"{}\" y=\"{}\" text-anchor=\"end\" fill=\"#666\">transport ceiling, 1 writer ({c:.0})</text>\n",
-            py(c), w - right, py(c), w - right, py(c) - 6.0
+            py(c),
+            w - right,
+            py(c),
+            w - right,
+            py(c) - 6.0
         );
     }
     let line: Vec<String> = points
@@ -757,7 +823,11 @@ pub fn svg_chart(points: &[(usize, f64)], ceiling: Option<f64>) -> String {
     for (p, x) in points.iter().zip(&xs) {
         svg += &format!(
             "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"4\" fill=\"#1f77b4\"/><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{:.0}</text>\n",
-            px(*x), py(p.1), px(*x), py(p.1) - 9.0, p.1
+            px(*x),
+            py(p.1),
+            px(*x),
+            py(p.1) - 9.0,
+            p.1
         );
     }
     svg + "</svg>\n"

@@ -302,6 +302,17 @@ impl Gateway {
     }
 
     /// Flushes the state store (at shutdown).
+    /// Makes the records of a change to `target` durable before it is
+    /// acknowledged; a no-op for schemes whose staged data does not survive
+    /// a restart anyway (memory://), where an fsync per call would buy
+    /// nothing.
+    async fn flush_for(&self, target: &Location) -> Result<()> {
+        match self.registry.get(&target.scheme) {
+            Ok(backend) if !backend.capabilities().survives_restart => Ok(()),
+            _ => self.state.flush().await,
+        }
+    }
+
     pub async fn flush(&self) -> Result<()> {
         self.state.flush().await
     }
@@ -414,7 +425,7 @@ impl Gateway {
         )?;
         // The staging must be on record before a byte lands in it, so that
         // nothing is ever left behind unknown.
-        self.state.flush().await?;
+        self.flush_for(&target).await?;
         let session = self.insert_session(id.clone(), target.clone(), writer, 0, 0, 0, false);
         trace_target(&target);
         trace_session(&id, 0);
@@ -545,7 +556,7 @@ impl Gateway {
                 inner.position,
             ),
         )?;
-        self.state.flush().await?;
+        self.flush_for(&session.target).await?;
         self.metrics
             .persist_seconds
             .get_or_create(&Metrics::scheme(&session.target.scheme))
@@ -585,7 +596,7 @@ impl Gateway {
         })?;
         let handle = self.keys.seal(&body);
         self.record_end(&session, &inner, &handle)?;
-        self.state.flush().await?;
+        self.flush_for(&session.target).await?;
         self.remove_session(&session.id);
         tracing::info!(session = %session.id, target = %session.target, size = inner.position, "closed for commit");
         Ok((handle, inner.position))
@@ -680,7 +691,7 @@ impl Gateway {
                 body.position,
             ),
         )?;
-        self.state.flush().await?;
+        self.flush_for(&target).await?;
         trace_target(&target);
         trace_session(&id, body.position);
         self.insert_session(
@@ -724,7 +735,7 @@ impl Gateway {
         record.committed_size = Some(size);
         record.updated_ms = now_ms();
         self.state.put_staging(&body.staging_id, &record)?;
-        self.state.flush().await?;
+        self.flush_for(&target).await?;
         // Every persist's tail is useless once the file is published (the
         // staging can no longer be recovered): remove them now rather than
         // leave them for Cleanup calls that may never come. That includes

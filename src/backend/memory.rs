@@ -12,7 +12,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use object_store::memory::InMemory;
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
@@ -31,8 +30,9 @@ pub struct MemoryUploads {
 #[derive(Debug)]
 struct Upload {
     path: Path,
-    /// Part index -> (content id, bytes).
-    parts: BTreeMap<usize, (String, Bytes)>,
+    /// Part index -> (content id, bytes). The payload keeps the slices it
+    /// arrived as: no copy until the commit joins them.
+    parts: BTreeMap<usize, (String, PutPayload)>,
 }
 
 impl MemoryUploads {
@@ -83,9 +83,7 @@ impl MultipartStore for MemoryUploads {
             .filter(|u| &u.path == path)
             .ok_or_else(|| Self::no_such_upload(id))?;
         let content_id = uuid::Uuid::new_v4().to_string();
-        upload
-            .parts
-            .insert(part_idx, (content_id.clone(), Bytes::from(data)));
+        upload.parts.insert(part_idx, (content_id.clone(), data));
         Ok(PartId { content_id })
     }
 
@@ -104,8 +102,8 @@ impl MultipartStore for MemoryUploads {
             let mut joined = Vec::new();
             for (idx, part) in parts.iter().enumerate() {
                 match upload.parts.get(&idx) {
-                    Some((content_id, bytes)) if *content_id == part.content_id => {
-                        joined.push(bytes.clone())
+                    Some((content_id, payload)) if *content_id == part.content_id => {
+                        joined.extend(payload.iter().cloned())
                     }
                     _ => {
                         return Err(object_store::Error::Precondition {

@@ -16,7 +16,10 @@ use clap::{Parser, Subcommand};
 use sluice::bench::*;
 
 #[derive(Parser)]
-#[command(name = "sluice-bench", about = "Measures sluice against the transport ceiling and direct writes")]
+#[command(
+    name = "sluice-bench",
+    about = "Measures sluice against the transport ceiling and direct writes"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -28,6 +31,14 @@ enum Cmd {
     Suite(SuiteArgs),
     /// One workload through sluice, with the baseline for its scheme.
     Run(RunArgs),
+    /// Draws the throughput-by-writers chart (SVG) from a report's JSON.
+    Chart {
+        /// A report written by `suite --json`.
+        #[arg(long)]
+        json: PathBuf,
+        #[arg(long)]
+        svg: PathBuf,
+    },
     /// The counting sink (the transport-ceiling baseline); started by the
     /// other commands.
     Sink {
@@ -105,6 +116,7 @@ fn main() {
             Cmd::Sink { listen } => serve_sink(&listen).await,
             Cmd::Suite(args) => suite(args).await,
             Cmd::Run(args) => run_one(args).await,
+            Cmd::Chart { json, svg } => chart(&json, &svg),
         }
     });
     if let Err(e) = result {
@@ -126,7 +138,11 @@ fn machine() -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let mem_gib = std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|m| m.lines().next().and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
         .map_or(0.0, |kib| kib as f64 / 1024.0 / 1024.0);
     format!("{cores} cores ({cpu}), {mem_gib:.0} GiB")
 }
@@ -136,7 +152,8 @@ struct Scratch(PathBuf);
 
 impl Scratch {
     fn new() -> BenchResult<Scratch> {
-        let dir = std::env::temp_dir().join(format!("sluice-bench-{}", uuid::Uuid::new_v4().simple()));
+        let dir =
+            std::env::temp_dir().join(format!("sluice-bench-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir)?;
         Ok(Scratch(dir))
     }
@@ -202,7 +219,13 @@ impl Bench {
     }
 
     /// sluice at `base` and the baseline for its scheme, alternately.
-    async fn scenario(&self, name: &str, base: &str, w: &Workload, goal: &str) -> BenchResult<Scenario> {
+    async fn scenario(
+        &self,
+        name: &str,
+        base: &str,
+        w: &Workload,
+        goal: &str,
+    ) -> BenchResult<Scenario> {
         let scheme = base.split("://").next().unwrap_or("");
         let (mut ours, mut theirs) = (Vec::new(), Vec::new());
         let baseline_name = match scheme {
@@ -216,10 +239,17 @@ impl Bench {
             bar.finish_and_clear();
             let bar = self.bar(&format!("{name} #{}: baseline", run + 1), w.total());
             let baseline = match scheme {
-                "memory" => through_gateway(self.sink.addr, "sink://x", w, &bar).await?.0,
+                "memory" => {
+                    through_gateway(self.sink.addr, "sink://x", w, &bar)
+                        .await?
+                        .0
+                }
                 "file" => direct_file(&self.dir.path().join("direct"), w, &bar).await?,
                 _ => {
-                    let store = self.s3.clone().ok_or("an s3:// scenario needs --s3-endpoint")?;
+                    let store = self
+                        .s3
+                        .clone()
+                        .ok_or("an s3:// scenario needs --s3-endpoint")?;
                     direct_object(store, "direct", w, 5 << 20, 4, &bar).await?
                 }
             };
@@ -276,23 +306,44 @@ async fn suite(args: SuiteArgs) -> BenchResult<()> {
     let every = if q { 2 * MIB } else { 64 * MIB };
     scenarios.push(
         bench
-            .scenario("memory://, 1 writer", "memory://bench/m", &one(big, every), ">= 0.85")
+            .scenario(
+                "memory://, 1 writer",
+                "memory://bench/m",
+                &one(big, every),
+                ">= 0.85",
+            )
             .await?,
     );
     let files = format!("file://{}/bench", bench.files().display());
-    scenarios.push(bench.scenario("file://, 1 writer", &files, &one(big, every), ">= 0.90").await?);
+    scenarios.push(
+        bench
+            .scenario("file://, 1 writer", &files, &one(big, every), ">= 0.90")
+            .await?,
+    );
     let mut figures = Vec::new();
     if bench.s3.is_some() {
         let size = if q { 12 * MIB } else { 256 * MIB };
         let base = format!("s3://{}/bench", bench.common.bucket);
-        scenarios.push(bench.scenario("s3:// (moto), 1 writer", &base, &one(size, every), ">= 0.90").await?);
+        scenarios.push(
+            bench
+                .scenario(
+                    "s3:// (moto), 1 writer",
+                    &base,
+                    &one(size, every),
+                    ">= 0.90",
+                )
+                .await?,
+        );
         // Memory of one large upload (no baseline).
         let size = if q { 12 * MIB } else { GIB };
         let bar = bench.bar("s3:// memory of one upload", size);
         let run = measured_sluice(&bench.sluice, &base, &one(size, every), &bar).await?;
         bar.finish_and_clear();
         figures.push(Figure {
-            name: format!("server peak RSS above start, one {} MiB s3:// upload", size >> 20),
+            name: format!(
+                "server peak RSS above start, one {} MiB s3:// upload",
+                size >> 20
+            ),
             value: run.server_peak_rss_above_start_mib.unwrap_or(0.0),
             unit: "MiB".into(),
             goal: "<= 64".into(),
@@ -301,7 +352,11 @@ async fn suite(args: SuiteArgs) -> BenchResult<()> {
 
     // Concurrency on memory://: the same total bytes split over more writers.
     let total = if q { 8 * MIB } else { GIB };
-    let counts: &[usize] = if q { &[1, 4] } else { &[1, 2, 4, 8, 16, 32, 64] };
+    let counts: &[usize] = if q {
+        &[1, 4]
+    } else {
+        &[1, 2, 4, 8, 16, 32, 64]
+    };
     let mut concurrency = Vec::new();
     let mut persist_at_most = None;
     for &writers in counts {
@@ -316,7 +371,10 @@ async fn suite(args: SuiteArgs) -> BenchResult<()> {
         let mut rates = Vec::new();
         let mut p99s = Vec::new();
         for run in 0..bench.common.runs {
-            let bar = bench.bar(&format!("memory://, {writers} writers #{}", run + 1), w.total());
+            let bar = bench.bar(
+                &format!("memory://, {writers} writers #{}", run + 1),
+                w.total(),
+            );
             let r = measured_sluice(&bench.sluice, "memory://bench/c", &w, &bar).await?;
             bar.finish_and_clear();
             rates.push(r.mib_per_s);
@@ -347,7 +405,8 @@ async fn suite(args: SuiteArgs) -> BenchResult<()> {
 
     let sessions = if q { 200 } else { 10_000 };
     let bar = bench.bar("idle sessions", sessions as u64);
-    let (before, with) = idle_sessions(&bench.sluice, "memory://bench/idle", sessions, &bar).await?;
+    let (before, with) =
+        idle_sessions(&bench.sluice, "memory://bench/idle", sessions, &bar).await?;
     bar.finish_and_clear();
     figures.push(Figure {
         name: format!("server RSS with {sessions} idle sessions open (was {before:.1} MiB)"),
@@ -368,6 +427,21 @@ async fn suite(args: SuiteArgs) -> BenchResult<()> {
         std::fs::write(path, svg_chart(&report.concurrency, ceiling))?;
     }
     bench.emit(&report)
+}
+
+/// The chart from a report's JSON: its `concurrency` points, and the
+/// transport ceiling of its first (memory://) scenario as a reference line.
+fn chart(json: &std::path::Path, svg: &std::path::Path) -> BenchResult<()> {
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(json)?)?;
+    let points: Vec<(usize, f64)> = report["concurrency"]
+        .as_array()
+        .ok_or("the report has no concurrency figures; run `suite`")?
+        .iter()
+        .filter_map(|p| Some((p[0].as_u64()? as usize, p[1].as_f64()?)))
+        .collect();
+    let ceiling = report["scenarios"][0]["baseline_median_mib_per_s"].as_f64();
+    std::fs::write(svg, svg_chart(&points, ceiling))?;
+    Ok(())
 }
 
 async fn run_one(args: RunArgs) -> BenchResult<()> {

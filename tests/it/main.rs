@@ -6,6 +6,7 @@
 //! - `cloud`: the object-store backends against real emulators
 //!   (`emulators`), with the multipart cases of `multipart`.
 
+mod bench;
 mod client;
 mod cloud;
 mod conformance;

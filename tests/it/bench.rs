@@ -1,0 +1,71 @@
+//! A smoke run of `sluice-bench suite --quick` (tiny sizes, one run), so
+//! the benchmark never rots; the full run is the README's command.
+
+use std::process::Command;
+
+use crate::emulators::Emulator;
+
+#[test]
+fn bench_suite_smoke_run_reports_every_scenario_and_baseline() {
+    let moto = Emulator::moto(None);
+    moto.create_bucket("bench");
+    let dir = tempfile::tempdir().unwrap();
+    let (json, svg) = (dir.path().join("bench.json"), dir.path().join("chart.svg"));
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice-bench"))
+        .args(["suite", "--quick", "--quiet", "--bucket", "bench"])
+        .args(["--sluice", env!("CARGO_BIN_EXE_sluice")])
+        .args(["--s3-endpoint", &moto.url()])
+        .arg("--json")
+        .arg(&json)
+        .arg("--svg")
+        .arg(&svg)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "sluice-bench failed:\n{table}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let scenarios = report["scenarios"].as_array().unwrap();
+    let names: Vec<&str> = scenarios
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "memory://, 1 writer",
+            "file://, 1 writer",
+            "s3:// (moto), 1 writer"
+        ]
+    );
+    for s in scenarios {
+        let (ours, theirs) = (&s["sluice"][0], &s["baseline"][0]);
+        // The same bytes on both sides, and real figures.
+        assert_eq!(ours["bytes"], theirs["bytes"], "{s:#}");
+        assert!(ours["mib_per_s"].as_f64().unwrap() > 0.0, "{s:#}");
+        assert!(theirs["mib_per_s"].as_f64().unwrap() > 0.0, "{s:#}");
+        assert!(s["ratio"].as_f64().unwrap() > 0.0, "{s:#}");
+        assert!(ours["persist"]["count"].as_u64().unwrap() >= 3, "{s:#}");
+        assert_eq!(ours["commit"]["count"], 1, "{s:#}");
+        assert!(ours["server_cpu_s_per_gib"].as_f64().is_some(), "{s:#}");
+    }
+    let concurrency = report["concurrency"].as_array().unwrap();
+    assert_eq!(concurrency.len(), 2);
+    let figures: Vec<&str> = report["figures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(figures.len(), 4, "{figures:?}");
+    assert!(table.contains("transport ceiling"), "{table}");
+    let chart = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        chart.starts_with("<svg") && chart.contains("<polyline"),
+        "{chart}"
+    );
+}
