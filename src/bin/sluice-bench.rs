@@ -169,9 +169,13 @@ impl Drop for Scratch {
     }
 }
 
-/// What the scenarios share: a sluice child, the sink, a scratch dir.
+/// What the scenarios share: how to start sluice, the sink, a scratch dir.
+/// Every measurement gets a sluice process of its own: a process that held
+/// a 1 GiB memory:// file keeps those pages, and would hide the RSS of what
+/// runs after it.
 struct Bench {
-    sluice: Child,
+    bin: PathBuf,
+    config: String,
     sink: Child,
     dir: Scratch,
     common: Common,
@@ -199,15 +203,20 @@ impl Bench {
                 .build()?;
             s3 = Some(Arc::new(store) as Arc<dyn object_store::ObjectStore>);
         }
-        let sluice = start_sluice(&bin, &dir.path().join("sluice"), &config)?;
         let sink = start_sink()?;
         Ok(Bench {
-            sluice,
+            bin,
+            config,
             sink,
             dir,
             common,
             s3,
         })
+    }
+
+    /// A new sluice process on the bench's data dir.
+    fn fresh(&self) -> BenchResult<Child> {
+        start_sluice(&self.bin, &self.dir.path().join("sluice"), &self.config)
     }
 
     fn files(&self) -> PathBuf {
@@ -235,7 +244,7 @@ impl Bench {
         };
         for run in 0..self.common.runs {
             let bar = self.bar(&format!("{name} #{}: sluice", run + 1), w.total());
-            ours.push(measured_sluice(&self.sluice, base, w, &bar).await?);
+            ours.push(measured_sluice(&self.fresh()?, base, w, &bar).await?);
             bar.finish_and_clear();
             let bar = self.bar(&format!("{name} #{}: baseline", run + 1), w.total());
             let baseline = match scheme {
@@ -337,7 +346,7 @@ async fn suite(args: SuiteArgs) -> BenchResult<()> {
         // Memory of one large upload (no baseline).
         let size = if q { 12 * MIB } else { GIB };
         let bar = bench.bar("s3:// memory of one upload", size);
-        let run = measured_sluice(&bench.sluice, &base, &one(size, every), &bar).await?;
+        let run = measured_sluice(&bench.fresh()?, &base, &one(size, every), &bar).await?;
         bar.finish_and_clear();
         figures.push(Figure {
             name: format!(
@@ -375,7 +384,7 @@ async fn suite(args: SuiteArgs) -> BenchResult<()> {
                 &format!("memory://, {writers} writers #{}", run + 1),
                 w.total(),
             );
-            let r = measured_sluice(&bench.sluice, "memory://bench/c", &w, &bar).await?;
+            let r = measured_sluice(&bench.fresh()?, "memory://bench/c", &w, &bar).await?;
             bar.finish_and_clear();
             rates.push(r.mib_per_s);
             if let Some(p) = &r.persist {
@@ -406,7 +415,7 @@ async fn suite(args: SuiteArgs) -> BenchResult<()> {
     let sessions = if q { 200 } else { 10_000 };
     let bar = bench.bar("idle sessions", sessions as u64);
     let (before, with) =
-        idle_sessions(&bench.sluice, "memory://bench/idle", sessions, &bar).await?;
+        idle_sessions(&bench.fresh()?, "memory://bench/idle", sessions, &bar).await?;
     bar.finish_and_clear();
     figures.push(Figure {
         name: format!("server RSS with {sessions} idle sessions open (was {before:.1} MiB)"),
