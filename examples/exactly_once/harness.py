@@ -191,6 +191,7 @@ class Harness:
         # Runs that resumed on another replica than the run before.
         self.replica_switches = 0
         self.last_gateway: Optional[Gateway] = None
+        self.last_gateway_died = False
         self.job_runs = 0
 
     def progress(self, text: str) -> None:
@@ -226,7 +227,12 @@ class Harness:
         a hook's point never comes or the job rides through a gateway
         crash on retries, and crashes at moments no hook names."""
         self.restart_dead_gateways()
-        gateway = self.rng.choice(self.gateways)
+        if self.last_gateway_died and len(self.gateways) > 1:
+            # Fail over, as a client whose replica died would.
+            gateway = self.rng.choice([g for g in self.gateways if g is not self.last_gateway])
+        else:
+            gateway = self.rng.choice(self.gateways)
+        self.last_gateway_died = False
         if self.last_gateway is not None and gateway is not self.last_gateway:
             self.replica_switches += 1
         self.last_gateway = gateway
@@ -275,10 +281,13 @@ class Harness:
                 # A dead gateway comes back, as an orchestrator would bring
                 # it back, on the same data dir and port.
                 if not gateway.alive():
+                    self.last_gateway_died = True
                     time.sleep(self.rng.uniform(0, 0.3))
                     self.restart_dead_gateways()
                 time.sleep(0.005)
         code = proc.returncode
+        if not gateway.alive():
+            self.last_gateway_died = True
         fired = self.crash_log.read_text().splitlines()[fired_before:]
         for line in fired:
             method, _, victim_kind, when = line.split(":")
