@@ -46,6 +46,8 @@ pub struct Workload {
     /// Bytes between persists; 0: none.
     pub persist_every: u64,
     pub files_per_writer: usize,
+    /// Each writer on a connection of its own (default: one shared).
+    pub connection_per_writer: bool,
 }
 
 impl Workload {
@@ -152,17 +154,34 @@ pub struct ProcStats {
 
 impl Child {
     pub fn spawn(mut cmd: Command, what: &str) -> BenchResult<Child> {
+        // SLUICE_BENCH_LOG=<file> keeps the children's logs (with their
+        // RUST_LOG, e.g. tower_http=debug for per-request latencies).
+        let keep = std::env::var_os("SLUICE_BENCH_LOG").map(PathBuf::from);
+        let filter = match &keep {
+            Some(_) => std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            None => "info".into(),
+        };
         let mut process = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", filter)
             .spawn()
             .map_err(|e| format!("cannot start {what} ({cmd:?}): {e}"))?;
         let stderr = process.stderr.take().expect("piped");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            let mut log = keep.and_then(|path| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .ok()
+            });
             for line in BufReader::new(stderr).lines() {
                 let line = line.unwrap_or_default();
+                if let Some(log) = log.as_mut() {
+                    let _ = writeln!(log, "{line}");
+                }
                 if let Some(rest) = line.split("address=").nth(1) {
                     let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
                 }
@@ -457,14 +476,20 @@ pub async fn through_gateway(
         chunk_size: w.chunk,
         ..ClientOptions::default()
     };
-    let client = Client::connect_with(format!("http://{addr}"), options).await?;
+    let client = Client::connect_with(format!("http://{addr}"), options.clone()).await?;
     let data = chunk_data(w.chunk);
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for writer in 0..w.writers {
-        let (client, data, w, bar) = (client.clone(), data.clone(), w.clone(), bar.clone());
+        let (shared, data, w, bar) = (client.clone(), data.clone(), w.clone(), bar.clone());
         let base = base.to_string();
+        let options = options.clone();
         tasks.spawn(async move {
+            let client = if w.connection_per_writer {
+                Client::connect_with(format!("http://{addr}"), options).await?
+            } else {
+                shared
+            };
             let (mut persists, mut commits) = (histogram(), histogram());
             let mut paths = Vec::new();
             for file in 0..w.files_per_writer {

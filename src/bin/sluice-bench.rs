@@ -99,6 +99,9 @@ struct RunArgs {
     persist_every: String,
     #[arg(long, default_value_t = 1)]
     files_per_writer: usize,
+    /// Give each writer its own connection (HTTP/2 channel).
+    #[arg(long)]
+    connection_per_writer: bool,
 }
 
 fn size(key: &str, value: &str) -> BenchResult<u64> {
@@ -309,6 +312,7 @@ async fn suite(args: SuiteArgs) -> BenchResult<()> {
         chunk: MIB as usize,
         persist_every,
         files_per_writer: 1,
+        connection_per_writer: false,
     };
     let mut scenarios = Vec::new();
     let big = if q { 8 * MIB } else { GIB };
@@ -376,6 +380,7 @@ async fn suite(args: SuiteArgs) -> BenchResult<()> {
             chunk: MIB.min(file_size) as usize,
             persist_every: (file_size / 8).max(1),
             files_per_writer: 1,
+            connection_per_writer: false,
         };
         let mut rates = Vec::new();
         let mut p99s = Vec::new();
@@ -460,6 +465,7 @@ async fn run_one(args: RunArgs) -> BenchResult<()> {
         chunk: size("--chunk", &args.chunk)? as usize,
         persist_every: size("--persist-every", &args.persist_every)?,
         files_per_writer: args.files_per_writer,
+        connection_per_writer: args.connection_per_writer,
     };
     let bench = Bench::start(args.common)?;
     let base = match args.scheme.as_str() {
