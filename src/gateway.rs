@@ -941,7 +941,27 @@ impl WriteGuard {
     /// Applies one message: `data` starts at `offset` in the file. Returns
     /// the position after it (DESIGN.md 1.2 for overlaps and gaps).
     pub async fn append(&self, offset: u64, data: Bytes) -> Result<u64> {
-        let session = &self.session;
+        // Runs to completion even when the RPC is dropped (its connection
+        // broke mid-call): a write cut off between the backend and the
+        // position update would leave the two apart, and the client's retry
+        // would then store its bytes twice. Found by the Python client's
+        // cut-connection test under load.
+        let session = self.session.clone();
+        let span = tracing::Span::current();
+        let task = async move { append_to(&session, offset, data, span).await };
+        tokio::spawn(tracing::Instrument::in_current_span(task))
+            .await
+            .map_err(|e| Error::Internal(format!("a write task failed: {e}")))?
+    }
+}
+
+async fn append_to(
+    session: &Session,
+    offset: u64,
+    data: Bytes,
+    span: tracing::Span,
+) -> Result<u64> {
+    {
         let mut inner = session.inner.lock().await;
         inner.writer(&session.id)?;
         let position = inner.position;
@@ -968,7 +988,6 @@ impl WriteGuard {
         inner.checked(written)?;
         inner.crc = crc;
         inner.position = end;
-        let span = tracing::Span::current();
         span.record("offset", offset);
         span.record("position", end);
         session.bytes_written.inc_by(len);
