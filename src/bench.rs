@@ -91,6 +91,19 @@ pub struct Run {
     pub server_cpu_s_per_gib: Option<f64>,
 }
 
+impl Run {
+    /// A run that moved `bytes` in `seconds`; the other figures are added
+    /// by whoever measures them.
+    fn timed(bytes: u64, seconds: f64) -> Run {
+        Run {
+            bytes,
+            seconds,
+            mib_per_s: bytes as f64 / MIB as f64 / seconds,
+            ..Run::default()
+        }
+    }
+}
+
 /// A scenario: sluice and its baseline, run alternately `runs` times.
 #[derive(Clone, Debug, Serialize)]
 pub struct Scenario {
@@ -530,12 +543,9 @@ pub async fn through_gateway(
     let seconds = started.elapsed().as_secs_f64();
     Ok((
         Run {
-            bytes: w.total(),
-            seconds,
-            mib_per_s: w.total() as f64 / MIB as f64 / seconds,
             persist: Latency::of(&persists),
             commit: Latency::of(&commits),
-            ..Run::default()
+            ..Run::timed(w.total(), seconds)
         },
         paths,
     ))
@@ -593,12 +603,7 @@ pub async fn direct_file(dir: &Path, w: &Workload, bar: &ProgressBar) -> BenchRe
         done??;
     }
     let seconds = started.elapsed().as_secs_f64();
-    Ok(Run {
-        bytes: w.total(),
-        seconds,
-        mib_per_s: w.total() as f64 / MIB as f64 / seconds,
-        ..Run::default()
-    })
+    Ok(Run::timed(w.total(), seconds))
 }
 
 /// The object-store baseline: object_store's own multipart upload, with
@@ -650,12 +655,7 @@ pub async fn direct_object(
     for path in paths {
         store.delete(&path).await?;
     }
-    Ok(Run {
-        bytes: w.total(),
-        seconds,
-        mib_per_s: w.total() as f64 / MIB as f64 / seconds,
-        ..Run::default()
-    })
+    Ok(Run::timed(w.total(), seconds))
 }
 
 /// Runs `through_gateway` against a sluice child, adding its server-side

@@ -471,16 +471,24 @@ impl RecoverableStream {
 
     fn start_call(&mut self) -> &mut Call {
         let (tx, rx) = mpsc::channel(4);
-        let mut grpc = self.client.grpc.clone();
-        let done = tokio::spawn(async move {
-            grpc.write(ReceiverStream::new(rx))
-                .await
-                .map(|r| r.into_inner())
-        });
+        let done = self.spawn_write(rx);
         self.call.insert(Call {
             tx,
             done,
             first: true,
+        })
+    }
+
+    /// A `Write` call fed by `rx`, running on its own task.
+    fn spawn_write(
+        &self,
+        rx: mpsc::Receiver<WriteRequest>,
+    ) -> JoinHandle<std::result::Result<WriteResponse, Status>> {
+        let mut grpc = self.client.grpc.clone();
+        tokio::spawn(async move {
+            grpc.write(ReceiverStream::new(rx))
+                .await
+                .map(|r| r.into_inner())
         })
     }
 
@@ -595,12 +603,7 @@ impl RecoverableStream {
             tx.try_send(message)
                 .expect("the channel has room for every chunk");
         }
-        let mut grpc = self.client.grpc.clone();
-        let done = tokio::spawn(async move {
-            grpc.write(ReceiverStream::new(rx))
-                .await
-                .map(|r| r.into_inner())
-        });
+        let done = self.spawn_write(rx);
         self.call = Some(Call {
             tx,
             done,

@@ -151,14 +151,14 @@ class CrashHook(grpc.UnaryUnaryClientInterceptor, grpc.StreamUnaryClientIntercep
         # In flight: somewhere between sent and answered.
         threading.Timer(random.uniform(0, 0.004), self.fire).start()
 
-    def intercept_unary_unary(self, continuation, client_call_details, request):
-        if not self._matches(client_call_details):
-            return continuation(client_call_details, request)
+    def _around(self, continuation, details, request, during):
+        """Sends the call, crashing before, during (``during`` arms it and
+        returns the request to send) or after it as the spec says."""
         if self.when == "before":
             self.fire()
         elif self.when == "during":
-            self._fire_soon()
-        outcome = continuation(client_call_details, request)
+            request = during(request)
+        outcome = continuation(details, request)
         if self.when == "after":
             try:
                 outcome.result()
@@ -167,21 +167,19 @@ class CrashHook(grpc.UnaryUnaryClientInterceptor, grpc.StreamUnaryClientIntercep
             self.fire()
         return outcome
 
+    def _arm_timer(self, request: Any) -> Any:
+        self._fire_soon()
+        return request
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):
+        if not self._matches(client_call_details):
+            return continuation(client_call_details, request)
+        return self._around(continuation, client_call_details, request, self._arm_timer)
+
     def intercept_stream_unary(self, continuation, client_call_details, request_iterator):
         if not self._matches(client_call_details):
             return continuation(client_call_details, request_iterator)
-        if self.when == "before":
-            self.fire()
-        if self.when == "during":
-            request_iterator = self._cut_after_first(request_iterator)
-        outcome = continuation(client_call_details, request_iterator)
-        if self.when == "after":
-            try:
-                outcome.result()
-            except grpc.RpcError:
-                pass
-            self.fire()
-        return outcome
+        return self._around(continuation, client_call_details, request_iterator, self._cut_after_first)
 
     def _cut_after_first(self, messages: Iterator[Any]) -> Iterator[Any]:
         """Mid-stream: the first message goes out, then the crash."""
