@@ -410,7 +410,7 @@ impl Gateway {
             None => target,
         };
         backend.check_target(&target)?;
-        let writer = backend.open(&target).await?;
+        let mut writer = backend.open(&target).await?;
         let id = uuid::Uuid::new_v4().to_string();
         self.state.put_staging(
             writer.staging_id(),
@@ -423,9 +423,15 @@ impl Gateway {
             &id,
             &session_record(&target, writer.staging_id(), SessionStatus::Open, 0),
         )?;
-        // The staging must be on record before a byte lands in it, so that
+        // The staging must be on record before it is created (or, for an
+        // upload the store names, before a byte lands in it), so that
         // nothing is ever left behind unknown.
         self.flush_for(&target).await?;
+        if let Err(e) = writer.create().await {
+            self.state.remove_session(&id)?;
+            self.state.remove_staging(writer.staging_id())?;
+            return Err(e);
+        }
         let session = self.insert_session(id.clone(), target.clone(), writer, 0, 0, 0, false);
         trace_target(&target);
         trace_session(&id, 0);

@@ -532,6 +532,10 @@ impl StagedWriter for LimitedWriter {
         self.slot.reclaimed()
     }
 
+    async fn create(&mut self) -> Result<()> {
+        self.inner.create().await
+    }
+
     async fn write(&mut self, data: Bytes) -> Result<()> {
         self.slot.touch()?;
         self.inner.write(data).await

@@ -146,17 +146,11 @@ impl Backend for FileBackend {
         let path = self.local_path(target)?;
         let parent = self.prepare_parent(target, &path)?;
         let name = target.file_name().to_string();
-        let writer = tokio::task::spawn_blocking(move || -> Result<FileWriter> {
-            let temp = parent.join(format!(".{name}.inprogress.{}", uuid::Uuid::new_v4()));
-            let file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&temp)
-                .map_err(|e| io_error(e, &format!("creating {}", temp.display())))?;
-            Ok(FileWriter::new(temp, file))
-        })
-        .await??;
-        Ok(Box::new(writer))
+        // Only named here: the file is created by `create`, once the gateway
+        // has this name on record, so a crash never leaves a temp file that
+        // no record names.
+        let temp = parent.join(format!(".{name}.inprogress.{}", uuid::Uuid::new_v4()));
+        Ok(Box::new(FileWriter::named(temp)))
     }
 
     async fn recover(
@@ -199,7 +193,9 @@ impl Backend for FileBackend {
                 .append(true)
                 .open(&temp)
                 .map_err(|e| io_error(e, &format!("reopening {}", temp.display())))?;
-            Ok(FileWriter::new(temp, file))
+            let mut writer = FileWriter::named(temp);
+            writer.file = Some(Arc::new(file));
+            Ok(writer)
         })
         .await??;
         Ok(Box::new(writer))
@@ -578,7 +574,7 @@ fn io_error(e: std::io::Error, doing: &str) -> Error {
 /// A temp file being written.
 struct FileWriter {
     temp: PathBuf,
-    /// `None` once closed for commit.
+    /// `None` before `create` and once closed for commit.
     file: Option<Arc<File>>,
     /// Small writes gathered until `WRITE_BUFFER` bytes.
     buffer: Vec<u8>,
@@ -588,12 +584,13 @@ struct FileWriter {
 }
 
 impl FileWriter {
-    fn new(temp: PathBuf, file: File) -> FileWriter {
+    /// A writer for `temp`, which is neither created nor opened yet.
+    fn named(temp: PathBuf) -> FileWriter {
         FileWriter {
             staging_id: format!("{STAGING_PREFIX}{}", temp.display()),
             location: temp.display().to_string(),
             temp,
-            file: Some(Arc::new(file)),
+            file: None,
             buffer: Vec::new(),
         }
     }
@@ -647,6 +644,20 @@ impl StagedWriter for FileWriter {
 
     fn location(&self) -> &str {
         &self.location
+    }
+
+    async fn create(&mut self) -> Result<()> {
+        let temp = self.temp.clone();
+        let file = tokio::task::spawn_blocking(move || {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&temp)
+                .map_err(|e| io_error(e, &format!("creating {}", temp.display())))
+        })
+        .await??;
+        self.file = Some(Arc::new(file));
+        Ok(())
     }
 
     async fn write(&mut self, data: Bytes) -> Result<()> {

@@ -210,6 +210,14 @@ pub trait StagedWriter: Send {
     /// the upload id.
     fn location(&self) -> &str;
 
+    /// Creates the staging, once the gateway has put [`Self::location`] on
+    /// record. A backend that can name its staging before creating it (a
+    /// temp file) creates it here, so that a crash never leaves a staging
+    /// that no record names; one whose store names it (a multipart upload
+    /// id) has created it in [`Backend::open`]. (No default: a wrapper
+    /// that forgot to pass it on would leave the file uncreated.)
+    async fn create(&mut self) -> Result<()>;
+
     /// Whether a stream limit took this staging's slot away for inactivity.
     fn reclaimed(&self) -> bool {
         false

@@ -782,6 +782,11 @@ impl StagedWriter for ObjectWriter {
         &self.upload_id
     }
 
+    async fn create(&mut self) -> Result<()> {
+        // The store named the upload when `open` created it.
+        Ok(())
+    }
+
     async fn write(&mut self, data: Bytes) -> Result<()> {
         self.check()?;
         self.pending_len += data.len() as u64;

@@ -390,3 +390,62 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .to_string();
     (status, body)
 }
+
+/// Gateways killed with -9 while Opens are in flight leave no temp file
+/// that their sled does not name: after a restart the janitor finds and
+/// removes every one of them.
+#[tokio::test]
+async fn kill_9_during_opens_leaves_nothing_unrecorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("files/out");
+    let mut opened = 0usize;
+    for round in 0..4u64 {
+        let gateway = Gateway::start(dir.path());
+        let c = connect(gateway.addr).await;
+        let openers: Vec<_> = (0..8)
+            .map(|task| {
+                let mut c = c.clone();
+                let out = out.clone();
+                tokio::spawn(async move {
+                    let mut n = 0usize;
+                    loop {
+                        let path = format!("file://{}/r{round}-t{task}-{n}", out.display());
+                        if open(&mut c, &path).await.is_err() {
+                            return n;
+                        }
+                        n += 1;
+                    }
+                })
+            })
+            .collect();
+        // Kill at a different moment of the Open traffic each round.
+        tokio::time::sleep(std::time::Duration::from_millis(150 + 37 * round)).await;
+        gateway.kill9();
+        for opener in openers {
+            opened += opener.await.unwrap();
+        }
+    }
+    assert!(opened > 0, "no Open succeeded before the kills");
+    let temp_files = || -> Vec<String> {
+        std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.contains(".inprogress."))
+            .collect()
+    };
+    assert!(!temp_files().is_empty(), "the Opens created temp files");
+    let gateway = Gateway::start_with(
+        dir.path(),
+        Some("janitor.ttl: 1s\njanitor.interval: 200ms\n"),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !temp_files().is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        temp_files(),
+        Vec::<String>::new(),
+        "temp files no record names, after {opened} Opens and 4 kills"
+    );
+    gateway.kill9();
+}
