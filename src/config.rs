@@ -198,6 +198,39 @@ pub const KNOWN_KEYS: &[(&str, &str)] = &[
         "handle.signing.key-id",
         "name of the signing key, stored in every handle; default derived from the key",
     ),
+    (
+        "handle.verification.<key-id>.key",
+        "a retired (or future) key whose handles are still accepted, by the id its handles carry (hex, at least 32 bytes)",
+    ),
+    (
+        "handle.verification.<key-id>.key-file",
+        "file holding handle.verification.<key-id>.key",
+    ),
+    (
+        "rpc.tls.cert-file",
+        "PEM certificate chain the gRPC port serves TLS with (with rpc.tls.key-file)",
+    ),
+    ("rpc.tls.key-file", "PEM private key of rpc.tls.cert-file"),
+    (
+        "rpc.tls.client-ca-file",
+        "PEM CA certificates; when set, clients must present a certificate they signed (mutual TLS)",
+    ),
+    (
+        "rpc.plaintext",
+        "true: serve plaintext gRPC on a non-loopback address (without TLS sluice refuses to, unless told so); default false",
+    ),
+    (
+        "auth.principals.<name>.token-sha256",
+        "hex SHA-256 of the bearer token of principal <name> (`sluice token` makes one); any principal turns authentication on",
+    ),
+    (
+        "auth.principals.<name>.prefixes",
+        "URI prefixes <name> may open, read and change (list or comma-separated), e.g. s3://bucket/jobs/a/, file:///srv/data/a/",
+    ),
+    (
+        "auth.principals.<name>.max-sessions",
+        "open write sessions <name> may hold at once; default unlimited",
+    ),
 ];
 
 /// Part size and upload concurrency of a multipart backend.
@@ -297,11 +330,47 @@ impl Default for JanitorConfig {
 }
 
 /// Where the handle-signing key comes from.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct SigningConfig {
     /// The secret itself; `None` means "generate and keep one in the data dir".
     pub key: Option<Vec<u8>>,
     pub key_id: Option<String>,
+    /// Keys that only verify, by key id (rotation: the previous signing key).
+    pub verification: BTreeMap<String, Vec<u8>>,
+}
+
+impl std::fmt::Debug for SigningConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the secrets.
+        f.debug_struct("SigningConfig")
+            .field("key", &self.key.as_ref().map(|_| "<secret>"))
+            .field("key_id", &self.key_id)
+            .field(
+                "verification",
+                &self.verification.keys().collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+/// TLS on the gRPC port (`rpc.tls.*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// Set: mutual TLS, clients must show a certificate this CA signed.
+    pub client_ca_file: Option<PathBuf>,
+}
+
+/// One principal of `auth.principals.<name>.*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrincipalConfig {
+    pub name: String,
+    /// SHA-256 of its bearer token (the token itself is never configured).
+    pub token_sha256: [u8; 32],
+    /// URI prefixes it may use.
+    pub prefixes: Vec<String>,
+    pub max_sessions: Option<usize>,
 }
 
 /// The gateway's settings, validated.
@@ -329,6 +398,12 @@ pub struct Config {
     /// Entropy injection by scheme.
     pub entropy: BTreeMap<String, EntropyConfig>,
     pub signing: SigningConfig,
+    /// `rpc.tls.*`; `None`: plaintext.
+    pub tls: Option<TlsConfig>,
+    /// `rpc.plaintext`: plaintext allowed on a non-loopback address.
+    pub plaintext: bool,
+    /// `auth.principals.*`; empty: no authentication.
+    pub principals: Vec<PrincipalConfig>,
     /// Keys present but not understood, reported at start-up.
     pub unknown_keys: Vec<String>,
 }
@@ -482,27 +557,164 @@ impl Config {
             Some(v) => config.janitor.interval = parse_duration("janitor.interval", &v)?,
             None => config.janitor.interval = config.janitor.interval.min(config.janitor.ttl),
         }
-        let key_file = raw.remove("handle.signing.key-file");
-        let key = raw.remove("handle.signing.key");
-        let key = match (key, key_file) {
-            (Some(_), Some(_)) => {
-                return Err(Error::InvalidArgument(
-                    "set handle.signing.key or handle.signing.key-file, not both".into(),
-                ));
-            }
-            (Some(k), None) => Some(k),
-            (None, Some(path)) => Some(std::fs::read_to_string(&path).map_err(|e| {
-                Error::InvalidArgument(format!("cannot read handle.signing.key-file {path}: {e}"))
-            })?),
-            (None, None) => None,
-        };
+        let key = secret(&mut raw, "handle.signing.key")?;
         if let Some(key) = key {
             config.signing.key = Some(parse_signing_key(&key)?);
         }
         config.signing.key_id = raw.remove("handle.signing.key-id");
+        config.signing.verification = verification_keys(&mut raw)?;
+        config.tls = tls_config(&mut raw)?;
+        config.plaintext = parse_bool(&mut raw, "rpc.plaintext")?.unwrap_or(false);
+        config.principals = principals(&mut raw)?;
         config.unknown_keys = raw.into_keys().collect();
         Ok(config)
     }
+}
+
+/// A key given inline (`<key>`) or in a file (`<key>-file`), not both.
+fn secret(raw: &mut BTreeMap<String, String>, key: &str) -> Result<Option<String>> {
+    let file_key = format!("{key}-file");
+    match (raw.remove(key), raw.remove(&file_key)) {
+        (Some(_), Some(_)) => Err(Error::InvalidArgument(format!(
+            "set {key} or {file_key}, not both"
+        ))),
+        (Some(k), None) => Ok(Some(k)),
+        (None, Some(path)) => std::fs::read_to_string(&path)
+            .map(Some)
+            .map_err(|e| Error::InvalidArgument(format!("cannot read {file_key} {path}: {e}"))),
+        (None, None) => Ok(None),
+    }
+}
+
+/// `handle.verification.<key-id>.key` (or `.key-file`).
+fn verification_keys(raw: &mut BTreeMap<String, String>) -> Result<BTreeMap<String, Vec<u8>>> {
+    let ids: std::collections::BTreeSet<String> = raw
+        .keys()
+        .filter_map(|k| k.strip_prefix("handle.verification."))
+        .map(|rest| {
+            rest.strip_suffix(".key-file")
+                .or_else(|| rest.strip_suffix(".key"))
+                .unwrap_or(rest)
+                .to_string()
+        })
+        .collect();
+    let mut out = BTreeMap::new();
+    for id in ids {
+        let key = format!("handle.verification.{id}.key");
+        let Some(text) = secret(raw, &key)? else {
+            return Err(Error::InvalidArgument(format!(
+                "handle.verification.{id}: give the key as {key} or {key}-file"
+            )));
+        };
+        if id.is_empty() || id.contains('.') {
+            return Err(Error::InvalidArgument(format!(
+                "{key}: {id:?} is not a key id (the id handles carry, without dots)"
+            )));
+        }
+        let parsed =
+            parse_signing_key(&text).map_err(|e| Error::InvalidArgument(format!("{key}: {e}")))?;
+        out.insert(id, parsed);
+    }
+    Ok(out)
+}
+
+/// `rpc.tls.cert-file`, `rpc.tls.key-file`, `rpc.tls.client-ca-file`.
+fn tls_config(raw: &mut BTreeMap<String, String>) -> Result<Option<TlsConfig>> {
+    let cert = raw.remove("rpc.tls.cert-file");
+    let key = raw.remove("rpc.tls.key-file");
+    let ca = raw.remove("rpc.tls.client-ca-file");
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(TlsConfig {
+            cert_file: cert.into(),
+            key_file: key.into(),
+            client_ca_file: ca.map(PathBuf::from),
+        })),
+        (None, None) if ca.is_none() => Ok(None),
+        (None, None) => Err(Error::InvalidArgument(
+            "rpc.tls.client-ca-file needs TLS: set rpc.tls.cert-file and rpc.tls.key-file too"
+                .into(),
+        )),
+        _ => Err(Error::InvalidArgument(
+            "set both rpc.tls.cert-file and rpc.tls.key-file, or neither".into(),
+        )),
+    }
+}
+
+/// `auth.principals.<name>.{token-sha256,prefixes,max-sessions}`.
+fn principals(raw: &mut BTreeMap<String, String>) -> Result<Vec<PrincipalConfig>> {
+    const FIELDS: [&str; 3] = ["token-sha256", "prefixes", "max-sessions"];
+    let keys: Vec<String> = raw
+        .keys()
+        .filter(|k| k.starts_with("auth."))
+        .cloned()
+        .collect();
+    let mut names = std::collections::BTreeSet::new();
+    for key in &keys {
+        let parsed = key
+            .strip_prefix("auth.principals.")
+            .and_then(|rest| rest.rsplit_once('.'))
+            .filter(|(name, field)| !name.is_empty() && FIELDS.contains(field));
+        match parsed {
+            Some((name, _)) => names.insert(name.to_string()),
+            None => {
+                return Err(Error::InvalidArgument(format!(
+                    "{key}: not an auth key; they are auth.principals.<name>.{{{}}}",
+                    FIELDS.join(",")
+                )));
+            }
+        };
+    }
+    let mut out = Vec::new();
+    let mut hashes = std::collections::BTreeSet::new();
+    for name in names {
+        let key = |field: &str| format!("auth.principals.{name}.{field}");
+        let hash = raw.remove(&key("token-sha256")).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "{}: missing; `sluice token` prints a token and its hash",
+                key("token-sha256")
+            ))
+        })?;
+        let token_sha256: [u8; 32] = hex::decode(hash.trim())
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "{}: not 64 hex digits (the SHA-256 of the token, not the token)",
+                    key("token-sha256")
+                ))
+            })?;
+        if !hashes.insert(token_sha256) {
+            return Err(Error::InvalidArgument(format!(
+                "{}: another principal has the same token",
+                key("token-sha256")
+            )));
+        }
+        let prefixes: Vec<String> = raw
+            .remove(&key("prefixes"))
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(String::from)
+            .collect();
+        if prefixes.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "{}: give at least one URI prefix, e.g. s3://bucket/jobs/{name}/",
+                key("prefixes")
+            )));
+        }
+        let max_sessions = match raw.remove(&key("max-sessions")) {
+            Some(v) => Some(parse_positive(&key("max-sessions"), &v)? as usize),
+            None => None,
+        };
+        out.push(PrincipalConfig {
+            name,
+            token_sha256,
+            prefixes,
+            max_sessions,
+        });
+    }
+    Ok(out)
 }
 
 /// S3 refuses non-final parts under 5 MiB (GCS's XML API too).

@@ -55,6 +55,7 @@ pub fn rpc_span(request: &Request<Body>) -> tracing::Span {
         scheme = tracing::field::Empty,
         authority = tracing::field::Empty,
         session = tracing::field::Empty,
+        principal = tracing::field::Empty,
         offset = tracing::field::Empty,
         bytes = tracing::field::Empty,
         position = tracing::field::Empty,

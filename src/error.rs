@@ -40,6 +40,10 @@ pub enum Error {
     #[error("{0}")]
     Unimplemented(String),
 
+    /// The call carries no valid bearer token while authentication is on.
+    #[error("{0}")]
+    Unauthenticated(String),
+
     /// The path lies outside what the caller may touch.
     #[error("{0}")]
     PermissionDenied(String),

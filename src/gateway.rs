@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
+use crate::auth::{Caller, SessionSlot};
 use crate::backend::{
     Backend, BackendCapabilities, ByteStream, Entry, Registry, Removed, StagedWriter, Staging,
     settle_without_staging, staging_location,
@@ -73,6 +74,10 @@ struct Session {
     id: String,
     target: Location,
     staging_id: String,
+    /// The principal that opened or recovered it; empty without auth.
+    principal: String,
+    /// Its place in the principal's session cap, given back on drop.
+    _slot: SessionSlot,
     /// Set while a Write call is applying messages (one at a time).
     writing: AtomicBool,
     inner: tokio::sync::Mutex<SessionInner>,
@@ -337,8 +342,10 @@ impl Gateway {
         path: &str,
         offset: u64,
         length: u64,
+        caller: &Caller,
     ) -> Result<(Location, ByteStream)> {
         let (location, backend) = self.resolve(path)?;
+        caller.check(&location)?;
         let stream = backend
             .read(&location, offset, (length > 0).then_some(length))
             .await?;
@@ -346,28 +353,32 @@ impl Gateway {
     }
 
     /// What is at `path`; `NotFound` when nothing is.
-    pub async fn stat(&self, path: &str) -> Result<Entry> {
+    pub async fn stat(&self, path: &str, caller: &Caller) -> Result<Entry> {
         let (location, backend) = self.resolve_dir(path)?;
+        caller.check(&location)?;
         backend
             .stat(&location)
             .await?
             .ok_or_else(|| Error::NotFound(format!("{location} does not exist")))
     }
 
-    pub async fn exists(&self, path: &str) -> Result<bool> {
+    pub async fn exists(&self, path: &str, caller: &Caller) -> Result<bool> {
         let (location, backend) = self.resolve_dir(path)?;
+        caller.check(&location)?;
         Ok(backend.stat(&location).await?.is_some())
     }
 
     /// The entries one level below a directory.
-    pub async fn list(&self, path: &str) -> Result<Vec<Entry>> {
+    pub async fn list(&self, path: &str, caller: &Caller) -> Result<Vec<Entry>> {
         let (location, backend) = self.resolve_dir(path)?;
+        caller.check(&location)?;
         backend.list(&location).await
     }
 
     /// Removes a file, or a directory with `recursive`.
-    pub async fn delete(&self, path: &str, recursive: bool) -> Result<bool> {
+    pub async fn delete(&self, path: &str, recursive: bool, caller: &Caller) -> Result<bool> {
         let (location, backend) = self.resolve_dir(path)?;
+        caller.check(&location)?;
         if location.path.is_empty() {
             return Err(Error::PermissionDenied(format!(
                 "{location} is a whole bucket or root; sluice does not delete those"
@@ -376,15 +387,18 @@ impl Gateway {
         backend.delete(&location, recursive).await
     }
 
-    pub async fn mkdirs(&self, path: &str) -> Result<()> {
+    pub async fn mkdirs(&self, path: &str, caller: &Caller) -> Result<()> {
         let (location, backend) = self.resolve_dir(path)?;
+        caller.check(&location)?;
         backend.mkdirs(&location).await
     }
 
     /// Moves a file within one scheme; never replaces.
-    pub async fn rename(&self, from: &str, to: &str) -> Result<()> {
+    pub async fn rename(&self, from: &str, to: &str, caller: &Caller) -> Result<()> {
         let (from, backend) = self.resolve(from)?;
         let to = Location::resolve(to, &self.default_scheme)?;
+        caller.check(&from)?;
+        caller.check(&to)?;
         if from.scheme != to.scheme {
             return Err(Error::InvalidArgument(format!(
                 "cannot rename {from} to {to}: both must have the same scheme"
@@ -403,13 +417,20 @@ impl Gateway {
     }
 
     /// Starts a session; returns its id and the resolved target.
-    pub async fn open(&self, path: &str, inject_entropy: bool) -> Result<(String, Location)> {
+    pub async fn open(
+        &self,
+        path: &str,
+        inject_entropy: bool,
+        caller: &Caller,
+    ) -> Result<(String, Location)> {
         let (target, backend) = self.resolve(path)?;
         let target = match self.entropy.get(&target.scheme) {
             Some(entropy) => apply_entropy(&target, entropy, inject_entropy)?,
             None => target,
         };
+        caller.check(&target)?;
         backend.check_target(&target)?;
+        let slot = caller.take_session_slot()?;
         let mut writer = backend.open(&target).await?;
         let id = uuid::Uuid::new_v4().to_string();
         self.state.put_staging(
@@ -421,7 +442,13 @@ impl Gateway {
         )?;
         self.state.put_session(
             &id,
-            &session_record(&target, writer.staging_id(), SessionStatus::Open, 0),
+            &session_record(
+                &target,
+                writer.staging_id(),
+                SessionStatus::Open,
+                0,
+                caller.name(),
+            ),
         )?;
         // The staging must be on record before it is created (or, for an
         // upload the store names, before a byte lands in it), so that
@@ -432,26 +459,34 @@ impl Gateway {
             self.state.remove_staging(writer.staging_id())?;
             return Err(e);
         }
-        let session = self.insert_session(id.clone(), target.clone(), writer, 0, 0, 0, false);
+        let session = self.insert_session(
+            id.clone(),
+            target.clone(),
+            writer,
+            (0, 0, 0),
+            false,
+            (caller, slot),
+        );
         trace_target(&target);
         trace_session(&id, 0);
         tracing::info!(session = %id, target = %target, staging = %session.staging_id, "opened");
         Ok((id, target))
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Starts from `(position, crc, epoch)`.
     fn insert_session(
         &self,
         id: String,
         target: Location,
         writer: Box<dyn StagedWriter>,
-        position: u64,
-        crc: u32,
-        epoch: u64,
+        (position, crc, epoch): (u64, u32, u64),
         handle_issued: bool,
+        (caller, slot): (&Caller, SessionSlot),
     ) -> Arc<Session> {
         let session = Arc::new(Session {
             staging_id: writer.staging_id().to_string(),
+            principal: caller.name().to_string(),
+            _slot: slot,
             id: id.clone(),
             bytes_written: self
                 .metrics
@@ -478,16 +513,23 @@ impl Gateway {
     }
 
     /// The live session `id`, or an error that says what became of it.
-    fn live(&self, id: &str) -> Result<Arc<Session>> {
+    /// Another principal's session is refused.
+    fn live(&self, id: &str, caller: &Caller) -> Result<Arc<Session>> {
         if id.is_empty() {
             return Err(Error::InvalidArgument(
                 "session_id is empty: pass the id Open or Recover returned".into(),
             ));
         }
-        if let Some(s) = self.sessions.lock().unwrap().get(id) {
-            return Ok(s.clone());
+        let live = self.sessions.lock().unwrap().get(id).cloned();
+        if let Some(s) = live {
+            caller.check_owner(&s.principal, &format!("session {id}"))?;
+            return Ok(s);
         }
-        let ended = match self.state.session(id)? {
+        let record = self.state.session(id)?;
+        if let Some(r) = &record {
+            caller.check_owner(&r.principal, &format!("session {id}"))?;
+        }
+        let ended = match record {
             None => {
                 return Err(Error::SessionNotFound(format!(
                     "unknown session {id:?}: open one with Open, or recover one with Recover"
@@ -521,8 +563,8 @@ impl Gateway {
     }
 
     /// Claims the session for one Write call; a concurrent call is refused.
-    pub fn begin_write(&self, session_id: &str) -> Result<WriteGuard> {
-        let session = self.live(session_id)?;
+    pub fn begin_write(&self, session_id: &str, caller: &Caller) -> Result<WriteGuard> {
+        let session = self.live(session_id, caller)?;
         if session.writing.swap(true, Ordering::AcqRel) {
             return Err(Error::Aborted(format!(
                 "another Write call is in progress on session {session_id}; wait for it to finish, then continue from the position it acknowledged"
@@ -534,9 +576,9 @@ impl Gateway {
     }
 
     /// Makes the session's bytes durable and returns a resume handle.
-    pub async fn persist(&self, session_id: &str) -> Result<(Vec<u8>, u64)> {
+    pub async fn persist(&self, session_id: &str, caller: &Caller) -> Result<(Vec<u8>, u64)> {
         let started = std::time::Instant::now();
-        let session = self.live(session_id)?;
+        let session = self.live(session_id, caller)?;
         let _staging = self.staging_locks.lock(&session.staging_id).await;
         let mut inner = session.inner.lock().await;
         let staging = inner.writer(&session.id)?.persist().await;
@@ -560,6 +602,7 @@ impl Gateway {
                 &session.staging_id,
                 SessionStatus::Open,
                 inner.position,
+                &session.principal,
             ),
         )?;
         self.flush_for(&session.target).await?;
@@ -573,8 +616,13 @@ impl Gateway {
     /// Makes everything durable, ends the session, returns a commit handle.
     /// A retry of a CloseForCommit that succeeded gets the same handle: the
     /// first answer may have been lost with the connection.
-    pub async fn close_for_commit(&self, session_id: &str) -> Result<(Vec<u8>, u64)> {
-        match self.close_live(session_id).await {
+    pub async fn close_for_commit(
+        &self,
+        session_id: &str,
+        caller: &Caller,
+    ) -> Result<(Vec<u8>, u64)> {
+        // `close_live` checked the owner of the record read here.
+        match self.close_live(session_id, caller).await {
             Err(Error::FailedPrecondition(why)) => match self.state.session(session_id)? {
                 Some(r) if r.status() == SessionStatus::Closed && !r.commit_handle.is_empty() => {
                     Ok((r.commit_handle, r.persisted_position))
@@ -585,8 +633,8 @@ impl Gateway {
         }
     }
 
-    async fn close_live(&self, session_id: &str) -> Result<(Vec<u8>, u64)> {
-        let session = self.live(session_id)?;
+    async fn close_live(&self, session_id: &str, caller: &Caller) -> Result<(Vec<u8>, u64)> {
+        let session = self.live(session_id, caller)?;
         let _staging = self.staging_locks.lock(&session.staging_id).await;
         let mut inner = session.inner.lock().await;
         let staging = inner.writer(&session.id)?.close_for_commit().await;
@@ -610,18 +658,21 @@ impl Gateway {
 
     /// Disposes of a session. Staged data that a handle names is kept (it
     /// can still be recovered or committed); otherwise it is removed.
-    pub async fn abort(&self, session_id: &str) -> Result<()> {
+    pub async fn abort(&self, session_id: &str, caller: &Caller) -> Result<()> {
         let live = self.sessions.lock().unwrap().get(session_id).cloned();
         let Some(session) = live else {
             // Aborting a session that already ended (or died with a restart)
-            // is a no-op, as Flink's close() is; an id never seen is not.
-            return match self.live(session_id) {
+            // is a no-op, as Flink's close() is; an id never seen is not,
+            // nor another principal's.
+            return match self.live(session_id, caller) {
+                Err(e @ Error::PermissionDenied(_)) => Err(e),
                 Err(Error::SessionNotFound(_)) if self.state.session(session_id)?.is_none() => {
-                    self.live(session_id).map(drop)
+                    self.live(session_id, caller).map(drop)
                 }
                 _ => Ok(()),
             };
         };
+        caller.check_owner(&session.principal, &format!("session {session_id}"))?;
         let _staging = self.staging_locks.lock(&session.staging_id).await;
         let mut inner = session.inner.lock().await;
         let writer = inner.writer.take();
@@ -642,8 +693,9 @@ impl Gateway {
     }
 
     /// Reopens a resume handle's staging at its position as a new session.
-    pub async fn recover(&self, handle: &[u8]) -> Result<(String, u64, Location)> {
+    pub async fn recover(&self, handle: &[u8], caller: &Caller) -> Result<(String, u64, Location)> {
         let body = self.keys.open(handle)?;
+        caller.check_owner(&body.principal, "this handle")?;
         match body.kind() {
             HandleKind::Resume => {}
             HandleKind::Commit => {
@@ -655,6 +707,8 @@ impl Gateway {
             HandleKind::Unspecified => return Err(invalid_kind()),
         }
         let (target, backend) = self.resolve(&body.target)?;
+        caller.check(&target)?;
+        let slot = caller.take_session_slot()?;
         let _staging = self.staging_locks.lock(&body.staging_id).await;
         let mut record = self
             .state
@@ -695,6 +749,7 @@ impl Gateway {
                 &body.staging_id,
                 SessionStatus::Open,
                 body.position,
+                caller.name(),
             ),
         )?;
         self.flush_for(&target).await?;
@@ -704,23 +759,29 @@ impl Gateway {
             id.clone(),
             target.clone(),
             writer,
-            body.position,
-            body.crc32c,
-            record.epoch,
+            (body.position, body.crc32c, record.epoch),
             true,
+            (caller, slot),
         );
         tracing::info!(session = %id, target = %target, position = body.position, "recovered");
         Ok((id, body.position, target))
     }
 
     /// Publishes what a commit or resume handle names.
-    pub async fn commit(&self, handle: &[u8], after_recovery: bool) -> Result<(Location, u64)> {
+    pub async fn commit(
+        &self,
+        handle: &[u8],
+        after_recovery: bool,
+        caller: &Caller,
+    ) -> Result<(Location, u64)> {
         let started = std::time::Instant::now();
         let body = self.keys.open(handle)?;
         if body.kind() == HandleKind::Unspecified {
             return Err(invalid_kind());
         }
+        caller.check_owner(&body.principal, "this handle")?;
         let (target, backend) = self.resolve(&body.target)?;
+        caller.check(&target)?;
         trace_target(&target);
         trace_session(&body.session_id, body.position);
         trace_parts(&body);
@@ -770,12 +831,14 @@ impl Gateway {
     }
 
     /// Removes what only this resume handle references.
-    pub async fn cleanup(&self, handle: &[u8]) -> Result<bool> {
+    pub async fn cleanup(&self, handle: &[u8], caller: &Caller) -> Result<bool> {
         let body = self.keys.open(handle)?;
         if body.kind() == HandleKind::Unspecified {
             return Err(invalid_kind());
         }
+        caller.check_owner(&body.principal, "this handle")?;
         let (target, backend) = self.resolve(&body.target)?;
+        caller.check(&target)?;
         let _staging = self.staging_locks.lock(&body.staging_id).await;
         backend.cleanup(&target, &body).await
     }
@@ -810,6 +873,7 @@ impl Gateway {
             &session.staging_id,
             ended.status(),
             inner.position,
+            &session.principal,
         );
         if let Ended::Superseded(by) = ended {
             record.superseded_by = by.clone();
@@ -903,6 +967,7 @@ fn handle_body(
         staging_id: session.staging_id.clone(),
         epoch: inner.epoch,
         session_id: session.id.clone(),
+        principal: session.principal.clone(),
         staging: Some(staging),
     }
 }
@@ -924,6 +989,7 @@ fn session_record(
     staging_id: &str,
     status: SessionStatus,
     position: u64,
+    principal: &str,
 ) -> SessionRecord {
     let now = now_ms();
     SessionRecord {
@@ -935,6 +1001,7 @@ fn session_record(
         updated_ms: now,
         superseded_by: String::new(),
         commit_handle: Vec::new(),
+        principal: principal.to_string(),
     }
 }
 

@@ -84,6 +84,37 @@ impl HandleKeys {
         Ok(HandleKeys::new(key, key_id))
     }
 
+    /// Also accepts handles signed by these keys (by key id): the keys of
+    /// earlier signing keys, while handles they signed may still come back.
+    pub fn with_verification(
+        mut self,
+        keys: impl IntoIterator<Item = (String, Vec<u8>)>,
+    ) -> Result<HandleKeys> {
+        for (id, key) in keys {
+            if id == self.signing_id {
+                return Err(Error::InvalidArgument(format!(
+                    "handle.verification.{id}: that is the signing key's id; give a retired key its own id"
+                )));
+            }
+            self.keys.insert(id, key);
+        }
+        Ok(self)
+    }
+
+    /// The ids of every key whose handles are accepted, signing key first.
+    pub fn accepted_ids(&self) -> Vec<&str> {
+        let mut ids: Vec<&str> = vec![&self.signing_id];
+        let mut others: Vec<&str> = self
+            .keys
+            .keys()
+            .map(String::as_str)
+            .filter(|id| *id != self.signing_id)
+            .collect();
+        others.sort_unstable();
+        ids.extend(others);
+        ids
+    }
+
     /// The id of the key that signs new handles.
     pub fn signing_id(&self) -> &str {
         &self.signing_id
@@ -210,6 +241,35 @@ mod tests {
         let c = HandleKeys::new(vec![2; 32], Some("other".into()));
         let err = c.open(&a.seal(&body())).unwrap_err().to_string();
         assert!(err.contains("does not hold"), "{err}");
+    }
+
+    #[test]
+    fn rotated_keys_keep_verifying_until_retired() {
+        let old = HandleKeys::new(vec![1; 32], Some("2026-01".into()));
+        let from_old = old.seal(&body());
+        let rotated = HandleKeys::new(vec![2; 32], Some("2026-06".into()))
+            .with_verification([("2026-01".to_string(), vec![1; 32])])
+            .unwrap();
+        assert_eq!(rotated.accepted_ids(), ["2026-06", "2026-01"]);
+        // Old handles still open; new ones are signed with the new key only.
+        assert_eq!(rotated.open(&from_old).unwrap(), body());
+        let from_new = rotated.seal(&body());
+        let err = old.open(&from_new).unwrap_err().to_string();
+        assert!(err.contains("does not hold"), "{err}");
+        // The old key's id with another secret is a forgery, not a rotation.
+        let forged = HandleKeys::new(vec![9; 32], Some("2026-01".into())).seal(&body());
+        let err = rotated.open(&forged).unwrap_err().to_string();
+        assert!(err.contains("signature"), "{err}");
+        // Retired: the old key removed from the ring.
+        let retired = HandleKeys::new(vec![2; 32], Some("2026-06".into()));
+        assert!(retired.open(&from_old).is_err());
+        assert_eq!(retired.open(&from_new).unwrap(), body());
+        // A verification key may not reuse the signing key's id.
+        assert!(
+            HandleKeys::new(vec![2; 32], Some("k".into()))
+                .with_verification([("k".to_string(), vec![1; 32])])
+                .is_err()
+        );
     }
 
     #[test]

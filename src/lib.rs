@@ -26,6 +26,7 @@
 //! - [`error`]: the domain error type.
 
 pub mod api;
+pub mod auth;
 pub mod backend;
 pub mod bench;
 pub mod client;

@@ -40,6 +40,12 @@ enum Command {
     },
     /// List the configuration keys sluice understands.
     Keys,
+    /// Print a new random bearer token and the SHA-256 hash the config holds.
+    Token {
+        /// The principal the lines are for.
+        #[arg(long, default_value = "<name>")]
+        principal: String,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -57,6 +63,17 @@ fn main() -> std::process::ExitCode {
             }
             std::process::ExitCode::SUCCESS
         }
+        Command::Token { principal } => match sluice::auth::new_token() {
+            Ok((token, hash)) => {
+                println!("token (give it to the client, keep it secret): {token}");
+                println!("config line: auth.principals.{principal}.token-sha256: {hash}");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("sluice: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        },
         Command::Serve {
             listen,
             data_dir,

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::api::GatewayApi;
+use crate::auth::Authenticator;
 use crate::backend::Registry;
 use crate::backend::file::FileBackend;
 use crate::backend::memory::MemoryStores;
@@ -61,6 +62,12 @@ pub struct Server {
     pub edge: crate::config::EdgeConfig,
     /// The stream limiters of the schemes that have limits.
     pub limiters: Vec<Arc<crate::limit::StreamLimiter>>,
+    /// Bearer tokens and principals; `None`: authentication off.
+    pub auth: Option<Arc<Authenticator>>,
+    /// TLS (and mutual TLS) on the gRPC port; `None`: plaintext.
+    pub tls: Option<tonic::transport::ServerTlsConfig>,
+    /// `rpc.plaintext`: plaintext allowed on a non-loopback address.
+    pub plaintext: bool,
 }
 
 impl Server {
@@ -80,7 +87,9 @@ impl Server {
             config.signing.key.clone(),
             config.signing.key_id.clone(),
             data_dir,
-        )?;
+        )?
+        .with_verification(config.signing.verification.clone())?;
+        tracing::info!(signing = keys.signing_id(), accepted = ?keys.accepted_ids(), "handle keys");
         let roots = if config.file_roots.is_empty() {
             vec![data_dir.join("files")]
         } else {
@@ -97,6 +106,8 @@ impl Server {
             )),
         );
         register_cloud(&mut registry, config);
+        let auth = Authenticator::new(&config.principals, &config.default_scheme)?.map(Arc::new);
+        let tls = config.tls.as_ref().map(load_tls).transpose()?;
         let metrics = Metrics::new();
         let limiters = registry.limit(&config.limits, &metrics);
         for key in &config.unknown_keys {
@@ -117,8 +128,38 @@ impl Server {
             limiters,
             gateway: Arc::new(gateway),
             janitor: config.janitor,
+            auth,
+            tls,
+            plaintext: config.plaintext,
         })
     }
+}
+
+/// Reads `rpc.tls.*` and checks that rustls accepts it, so a bad file
+/// stops the start with a message rather than failing every handshake.
+fn load_tls(config: &crate::config::TlsConfig) -> Result<tonic::transport::ServerTlsConfig> {
+    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+    let read = |key: &str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| {
+            Error::InvalidArgument(format!("cannot read {key} {}: {e}", path.display()))
+        })
+    };
+    let cert = read("rpc.tls.cert-file", &config.cert_file)?;
+    let key = read("rpc.tls.key-file", &config.key_file)?;
+    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
+    if let Some(ca) = &config.client_ca_file {
+        tls = tls.client_ca_root(Certificate::from_pem(read("rpc.tls.client-ca-file", ca)?));
+    }
+    tonic::transport::Server::builder()
+        .tls_config(tls.clone())
+        .map_err(|e| {
+            Error::InvalidArgument(format!(
+                "rpc.tls.*: {} with {}: {e} (PEM certificate chain and PKCS#8, PKCS#1 or SEC1 key expected)",
+                config.cert_file.display(),
+                config.key_file.display()
+            ))
+        })?;
+    Ok(tls)
 }
 
 /// Frees the sessions whose stream slots were reclaimed, every second.
@@ -199,9 +240,13 @@ pub async fn run(
         .build_v1alpha()
         .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
     let edge = server.edge;
-    let api = StorageGatewayServer::new(GatewayApi::new(server.gateway.clone(), edge))
-        .max_decoding_message_size(edge.max_message_size)
-        .max_encoding_message_size(edge.max_message_size);
+    let api = StorageGatewayServer::new(GatewayApi::new(
+        server.gateway.clone(),
+        edge,
+        server.auth.clone(),
+    ))
+    .max_decoding_message_size(edge.max_message_size)
+    .max_encoding_message_size(edge.max_message_size);
     for limiter in &server.limiters {
         crate::limit::StreamLimiter::spawn_reaper(limiter);
     }
@@ -210,7 +255,23 @@ pub async fn run(
     let addr = listener
         .local_addr()
         .map_err(|e| Error::Internal(format!("the listener has no address: {e}")))?;
-    tracing::info!(address = %addr, schemes = ?server.gateway.registry().schemes().collect::<Vec<_>>(), "sluice listening");
+    if server.tls.is_none() && !server.plaintext && !addr.ip().is_loopback() {
+        janitor.abort();
+        reclaimed.abort();
+        return Err(Error::InvalidArgument(format!(
+            "refusing to serve plaintext gRPC on {addr}: configure rpc.tls.cert-file and rpc.tls.key-file, or set rpc.plaintext: true where the network is trusted (loopback addresses need neither)"
+        )));
+    }
+    if server.tls.is_none() && server.auth.is_some() && !addr.ip().is_loopback() {
+        tracing::warn!(address = %addr, "bearer tokens travel in plaintext: configure rpc.tls.*");
+    }
+    tracing::info!(
+        address = %addr,
+        schemes = ?server.gateway.registry().schemes().collect::<Vec<_>>(),
+        tls = if server.tls.is_some() { "on" } else { "off" },
+        auth = if server.auth.is_some() { "bearer tokens" } else { "off" },
+        "sluice listening"
+    );
     use crate::edge::{OversizeLayer, ShedLayer, UnaryDeadlineLayer, rpc_span};
     use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
     // The RPC edge, outermost first (see edge.rs for each layer's why).
@@ -257,7 +318,13 @@ pub async fn run(
             let _ = draining.send(());
         }
     };
-    let serve = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = server.tls.take() {
+        builder = builder
+            .tls_config(tls)
+            .map_err(|e| Error::InvalidArgument(format!("rpc.tls.*: {e}")))?;
+    }
+    let serve = builder
         // h2's 64 KiB default windows let a client send only that much per
         // round trip: far below what a Write stream can carry.
         .initial_stream_window_size(Some(STREAM_WINDOW))

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::{Authenticator, Caller};
 use crate::config::EdgeConfig;
 use crate::gateway::Gateway;
 use crate::proto::storage_gateway_server::StorageGateway;
@@ -20,11 +21,31 @@ pub const READ_CHUNK: usize = 1024 * 1024;
 pub struct GatewayApi {
     gateway: Arc<Gateway>,
     edge: EdgeConfig,
+    /// `None`: authentication is off.
+    auth: Option<Arc<Authenticator>>,
 }
 
 impl GatewayApi {
-    pub fn new(gateway: Arc<Gateway>, edge: EdgeConfig) -> GatewayApi {
-        GatewayApi { gateway, edge }
+    pub fn new(
+        gateway: Arc<Gateway>,
+        edge: EdgeConfig,
+        auth: Option<Arc<Authenticator>>,
+    ) -> GatewayApi {
+        GatewayApi {
+            gateway,
+            edge,
+            auth,
+        }
+    }
+
+    /// Who makes this call. Every RPC asks first, so none can skip it.
+    fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        let Some(auth) = &self.auth else {
+            return Ok(Caller::Anyone);
+        };
+        let caller = auth.authenticate(request.metadata())?;
+        tracing::Span::current().record("principal", caller.name());
+        Ok(caller)
     }
 
     /// The next message of a Write call, within the idle timeout.
@@ -69,8 +90,12 @@ impl StorageGateway for GatewayApi {
         request: Request<ReadRequest>,
     ) -> Result<Response<Self::ReadStream>, Status> {
         use futures::StreamExt;
+        let caller = self.caller(&request)?;
         let req = request.into_inner();
-        let (location, stream) = self.gateway.read(&req.path, req.offset, req.length).await?;
+        let (location, stream) = self
+            .gateway
+            .read(&req.path, req.offset, req.length, &caller)
+            .await?;
         let bytes_read = self
             .gateway
             .metrics()
@@ -101,14 +126,22 @@ impl StorageGateway for GatewayApi {
     }
 
     async fn stat(&self, request: Request<StatRequest>) -> Result<Response<StatResponse>, Status> {
-        let entry = self.gateway.stat(&request.into_inner().path).await?;
+        let caller = self.caller(&request)?;
+        let entry = self
+            .gateway
+            .stat(&request.into_inner().path, &caller)
+            .await?;
         Ok(Response::new(StatResponse {
             status: Some(file_status(entry)),
         }))
     }
 
     async fn list(&self, request: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
-        let entries = self.gateway.list(&request.into_inner().path).await?;
+        let caller = self.caller(&request)?;
+        let entries = self
+            .gateway
+            .list(&request.into_inner().path, &caller)
+            .await?;
         Ok(Response::new(ListResponse {
             entries: entries.into_iter().map(file_status).collect(),
         }))
@@ -118,8 +151,12 @@ impl StorageGateway for GatewayApi {
         &self,
         request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
+        let caller = self.caller(&request)?;
         let req = request.into_inner();
-        let deleted = self.gateway.delete(&req.path, req.recursive).await?;
+        let deleted = self
+            .gateway
+            .delete(&req.path, req.recursive, &caller)
+            .await?;
         Ok(Response::new(DeleteResponse { deleted }))
     }
 
@@ -127,7 +164,10 @@ impl StorageGateway for GatewayApi {
         &self,
         request: Request<MkdirsRequest>,
     ) -> Result<Response<MkdirsResponse>, Status> {
-        self.gateway.mkdirs(&request.into_inner().path).await?;
+        let caller = self.caller(&request)?;
+        self.gateway
+            .mkdirs(&request.into_inner().path, &caller)
+            .await?;
         Ok(Response::new(MkdirsResponse {}))
     }
 
@@ -135,8 +175,9 @@ impl StorageGateway for GatewayApi {
         &self,
         request: Request<RenameRequest>,
     ) -> Result<Response<RenameResponse>, Status> {
+        let caller = self.caller(&request)?;
         let req = request.into_inner();
-        self.gateway.rename(&req.from, &req.to).await?;
+        self.gateway.rename(&req.from, &req.to, &caller).await?;
         Ok(Response::new(RenameResponse {}))
     }
 
@@ -144,13 +185,21 @@ impl StorageGateway for GatewayApi {
         &self,
         request: Request<ExistsRequest>,
     ) -> Result<Response<ExistsResponse>, Status> {
-        let exists = self.gateway.exists(&request.into_inner().path).await?;
+        let caller = self.caller(&request)?;
+        let exists = self
+            .gateway
+            .exists(&request.into_inner().path, &caller)
+            .await?;
         Ok(Response::new(ExistsResponse { exists }))
     }
 
     async fn open(&self, request: Request<OpenRequest>) -> Result<Response<OpenResponse>, Status> {
+        let caller = self.caller(&request)?;
         let req = request.into_inner();
-        let (session_id, path) = self.gateway.open(&req.path, req.inject_entropy).await?;
+        let (session_id, path) = self
+            .gateway
+            .open(&req.path, req.inject_entropy, &caller)
+            .await?;
         Ok(Response::new(OpenResponse {
             session_id,
             path: path.to_string(),
@@ -161,13 +210,14 @@ impl StorageGateway for GatewayApi {
         &self,
         request: Request<Streaming<WriteRequest>>,
     ) -> Result<Response<WriteResponse>, Status> {
+        let caller = self.caller(&request)?;
         let mut stream = request.into_inner();
         let first = self.next_write(&mut stream).await?.ok_or_else(|| {
             Status::invalid_argument(
                 "the Write call sent no message: send at least one with a session_id",
             )
         })?;
-        let guard = self.gateway.begin_write(&first.session_id)?;
+        let guard = self.gateway.begin_write(&first.session_id, &caller)?;
         let mut bytes = first.data.len() as u64;
         let mut position = guard.append(first.offset, first.data).await?;
         while let Some(msg) = self.next_write(&mut stream).await? {
@@ -188,9 +238,10 @@ impl StorageGateway for GatewayApi {
         &self,
         request: Request<PersistRequest>,
     ) -> Result<Response<PersistResponse>, Status> {
+        let caller = self.caller(&request)?;
         let (handle, position) = self
             .gateway
-            .persist(&request.into_inner().session_id)
+            .persist(&request.into_inner().session_id, &caller)
             .await?;
         Ok(Response::new(PersistResponse { handle, position }))
     }
@@ -199,8 +250,11 @@ impl StorageGateway for GatewayApi {
         &self,
         request: Request<RecoverRequest>,
     ) -> Result<Response<RecoverResponse>, Status> {
-        let (session_id, position, path) =
-            self.gateway.recover(&request.into_inner().handle).await?;
+        let caller = self.caller(&request)?;
+        let (session_id, position, path) = self
+            .gateway
+            .recover(&request.into_inner().handle, &caller)
+            .await?;
         Ok(Response::new(RecoverResponse {
             session_id,
             position,
@@ -212,9 +266,10 @@ impl StorageGateway for GatewayApi {
         &self,
         request: Request<CloseForCommitRequest>,
     ) -> Result<Response<CloseForCommitResponse>, Status> {
+        let caller = self.caller(&request)?;
         let (handle, size) = self
             .gateway
-            .close_for_commit(&request.into_inner().session_id)
+            .close_for_commit(&request.into_inner().session_id, &caller)
             .await?;
         Ok(Response::new(CloseForCommitResponse { handle, size }))
     }
@@ -223,8 +278,12 @@ impl StorageGateway for GatewayApi {
         &self,
         request: Request<CommitRequest>,
     ) -> Result<Response<CommitResponse>, Status> {
+        let caller = self.caller(&request)?;
         let req = request.into_inner();
-        let (path, size) = self.gateway.commit(&req.handle, req.after_recovery).await?;
+        let (path, size) = self
+            .gateway
+            .commit(&req.handle, req.after_recovery, &caller)
+            .await?;
         Ok(Response::new(CommitResponse {
             path: path.to_string(),
             size,
@@ -235,7 +294,11 @@ impl StorageGateway for GatewayApi {
         &self,
         request: Request<CleanupRequest>,
     ) -> Result<Response<CleanupResponse>, Status> {
-        let cleaned = self.gateway.cleanup(&request.into_inner().handle).await?;
+        let caller = self.caller(&request)?;
+        let cleaned = self
+            .gateway
+            .cleanup(&request.into_inner().handle, &caller)
+            .await?;
         Ok(Response::new(CleanupResponse { cleaned }))
     }
 
@@ -243,7 +306,10 @@ impl StorageGateway for GatewayApi {
         &self,
         request: Request<AbortRequest>,
     ) -> Result<Response<AbortResponse>, Status> {
-        self.gateway.abort(&request.into_inner().session_id).await?;
+        let caller = self.caller(&request)?;
+        self.gateway
+            .abort(&request.into_inner().session_id, &caller)
+            .await?;
         Ok(Response::new(AbortResponse {}))
     }
 
@@ -251,6 +317,7 @@ impl StorageGateway for GatewayApi {
         &self,
         request: Request<CapabilitiesRequest>,
     ) -> Result<Response<CapabilitiesResponse>, Status> {
+        self.caller(&request)?;
         let caps = self.gateway.capabilities(&request.into_inner().path)?;
         let limits = caps.backend.limits;
         Ok(Response::new(CapabilitiesResponse {

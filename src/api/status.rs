@@ -14,6 +14,7 @@ pub fn code(err: &Error) -> Code {
         Error::OutOfRange(_) => Code::OutOfRange,
         Error::Aborted(_) | Error::Reclaimed(_) => Code::Aborted,
         Error::Unimplemented(_) => Code::Unimplemented,
+        Error::Unauthenticated(_) => Code::Unauthenticated,
         Error::PermissionDenied(_) => Code::PermissionDenied,
         Error::ResourceExhausted(_) => Code::ResourceExhausted,
         Error::Unavailable(_) => Code::Unavailable,

@@ -114,13 +114,37 @@ fn chart_lints_renders_and_validates() {
     assert!(set["spec"]["template"]["metadata"]["annotations"]["checksum/config"].is_string());
     assert_eq!(pod["securityContext"]["runAsNonRoot"].as_bool(), Some(true));
     let container = &pod["containers"][0];
+    // Kubernetes' gRPC probes cannot speak TLS: with TLS on, /readyz.
+    assert_eq!(
+        container["readinessProbe"]["httpGet"]["path"].as_str(),
+        Some("/readyz")
+    );
+    assert!(
+        pod["volumes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .any(|v| v["secret"]["secretName"].as_str() == Some("sluice-tls"))
+    );
+    // Without TLS, the default render asks for plaintext explicitly.
+    let defaults = documents(&render(home, &[]));
+    let default_config = kind(&defaults, "ConfigMap")["data"]["config.yaml"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        default_config.contains("rpc.plaintext: true"),
+        "{default_config}"
+    );
+    assert_eq!(
+        kind(&defaults, "StatefulSet")["spec"]["template"]["spec"]["containers"][0]
+            ["readinessProbe"]["grpc"]["port"]
+            .as_u64(),
+        Some(50051)
+    );
     assert_eq!(
         container["securityContext"]["readOnlyRootFilesystem"].as_bool(),
         Some(true)
-    );
-    assert_eq!(
-        container["readinessProbe"]["grpc"]["port"].as_u64(),
-        Some(50051)
     );
     assert_eq!(
         set["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"].as_str(),
@@ -172,6 +196,12 @@ fn chart_lints_renders_and_validates() {
         parsed.unknown_keys
     );
     assert_eq!(parsed.shutdown_grace.as_secs(), 60);
+    let tls = parsed.tls.expect("TLS from tls.secretName");
+    assert_eq!(
+        tls.client_ca_file.as_deref(),
+        Some(Path::new("/etc/sluice/tls/ca.crt"))
+    );
+    assert!(!parsed.plaintext);
     assert_eq!(parsed.limits["s3"].output, Some(12));
 
     // Without a key in the values, the chart makes one (64 hex digits).

@@ -21,6 +21,7 @@ mod oss_proxy;
 mod polyglot;
 mod proxy;
 mod restart;
+mod security;
 mod tracing;
 
 use harness::*;

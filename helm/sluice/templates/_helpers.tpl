@@ -31,5 +31,14 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- $config := deepCopy .Values.config -}}
 {{- $_ := set $config "shutdown.grace-period" (printf "%ds" (int .Values.gracePeriodSeconds)) -}}
 {{- $_ := set $config "handle.signing.key-file" "/etc/sluice/secret/handle-signing-key" -}}
+{{- if .Values.tls.secretName -}}
+{{- $_ := set $config "rpc.tls.cert-file" "/etc/sluice/tls/tls.crt" -}}
+{{- $_ := set $config "rpc.tls.key-file" "/etc/sluice/tls/tls.key" -}}
+{{- if .Values.tls.mutual -}}
+{{- $_ := set $config "rpc.tls.client-ca-file" "/etc/sluice/tls/ca.crt" -}}
+{{- end -}}
+{{- else -}}
+{{- $_ := set $config "rpc.plaintext" true -}}
+{{- end -}}
 {{- toYaml $config -}}
 {{- end -}}
