@@ -200,7 +200,10 @@ where
     }
 }
 
-/// Answers oversized messages with `RESOURCE_EXHAUSTED`.
+/// Answers oversized messages with `RESOURCE_EXHAUSTED`, and messages
+/// that do not decode (a string field that is not UTF-8, truncated or
+/// garbage protobuf) with `INVALID_ARGUMENT`: tonic says `INTERNAL`, which
+/// would send the client looking for a server bug.
 #[derive(Clone, Copy)]
 pub struct OversizeLayer;
 
@@ -220,6 +223,22 @@ pub struct Oversize<S> {
 pub fn is_oversize(status: &tonic::Status) -> bool {
     status.code() == tonic::Code::OutOfRange
         && status.message().contains("message length too large")
+}
+
+/// tonic's words for a request message that does not decode.
+pub fn is_undecodable(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::Internal
+        && status
+            .message()
+            .starts_with("failed to decode Protobuf message")
+}
+
+/// The `INVALID_ARGUMENT` a client gets for an undecodable message.
+pub fn undecodable(status: &tonic::Status) -> tonic::Status {
+    tonic::Status::invalid_argument(format!(
+        "the request message does not decode ({}); send a valid sluice.v1 message (string fields must be UTF-8)",
+        status.message()
+    ))
 }
 
 impl<S, B> Service<Request<B>> for Oversize<S>
@@ -248,6 +267,9 @@ where
                         "{} (rpc.max-message-size); send smaller messages",
                         status.message()
                     ))))
+                }
+                Some(status) if is_undecodable(&status) => {
+                    Ok(status_response(undecodable(&status)))
                 }
                 _ => Ok(response),
             }

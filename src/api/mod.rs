@@ -62,6 +62,9 @@ impl GatewayApi {
                     status.message()
                 )))
             }
+            Ok(Err(status)) if crate::edge::is_undecodable(&status) => {
+                Err(crate::edge::undecodable(&status))
+            }
             Ok(Err(status)) => Err(status),
             Err(_) => Err(Status::deadline_exceeded(format!(
                 "no Write message for {} ms (rpc.write-idle-timeout); what was acknowledged is kept, continue from the session's position",

@@ -71,6 +71,34 @@ impl FileBackend {
         Ok(path)
     }
 
+    /// The temp file a handle names, refused unless it is one sluice would
+    /// have made for `target`: under a root, named `.<file>.inprogress.*`.
+    /// Handles are signed, so this only matters if the key leaked; then it
+    /// still keeps a forged handle from renaming any file it likes.
+    fn staged_temp(&self, target: &Location, handle: &HandleBody) -> Result<PathBuf> {
+        self.local_path(target)?;
+        let staging = expect_staging(handle, file_staging)?;
+        let temp = PathBuf::from(&staging.temp_path);
+        let plain = temp
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+        let named = temp
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(&format!(".{}.inprogress.", target.file_name())));
+        let rooted = temp
+            .parent()
+            .is_some_and(|dir| self.roots.iter().any(|root| dir.starts_with(root)));
+        if temp.is_absolute() && plain && named && rooted {
+            Ok(temp)
+        } else {
+            Err(Error::InvalidArgument(format!(
+                "invalid handle: its staged file {} is not one sluice makes for {target}",
+                temp.display()
+            )))
+        }
+    }
+
     /// The local path of a file or directory for the read side: under a
     /// root lexically, and still under it with symlinks resolved (checked
     /// on the deepest part of the path that exists).
@@ -155,11 +183,10 @@ impl Backend for FileBackend {
 
     async fn recover(
         &self,
-        _target: &Location,
+        target: &Location,
         handle: &HandleBody,
     ) -> Result<Box<dyn StagedWriter>> {
-        let staging = expect_staging(handle, file_staging)?;
-        let temp = PathBuf::from(&staging.temp_path);
+        let temp = self.staged_temp(target, handle)?;
         let (position, crc) = (handle.position, handle.crc32c);
         let writer = tokio::task::spawn_blocking(move || -> Result<FileWriter> {
             let mut file = match OpenOptions::new().read(true).write(true).open(&temp) {
@@ -207,8 +234,7 @@ impl Backend for FileBackend {
         handle: &HandleBody,
         after_recovery: bool,
     ) -> Result<u64> {
-        let staging = expect_staging(handle, file_staging)?;
-        let temp = PathBuf::from(&staging.temp_path);
+        let temp = self.staged_temp(target, handle)?;
         let path = self.local_path(target)?;
         let position = handle.position;
         let shown = target.to_string();
@@ -424,10 +450,10 @@ impl Backend for FileBackend {
         }
     }
 
-    async fn cleanup(&self, _target: &Location, handle: &HandleBody) -> Result<bool> {
+    async fn cleanup(&self, target: &Location, handle: &HandleBody) -> Result<bool> {
         // Every handle of a file shares its one temp file: nothing belongs to
         // one handle alone, so there is never anything to remove.
-        expect_staging(handle, file_staging)?;
+        self.staged_temp(target, handle)?;
         Ok(false)
     }
 }

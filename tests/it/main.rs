@@ -14,6 +14,7 @@ mod edge;
 mod emulators;
 mod harness;
 mod helm;
+mod hostile;
 mod limits;
 mod model;
 mod multipart;
