@@ -28,8 +28,17 @@ impl StateStore {
     /// Opens (or creates) the database in `dir`.
     pub fn open(dir: &Path) -> Result<StateStore> {
         let db = sled::Config::new().path(dir).open().map_err(|e| {
+            let hint = match &e {
+                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::PermissionDenied => {
+                    "the data dir is not writable by this user: fix its owner or mode, or pass another --data-dir"
+                }
+                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                    "another sluice is using this data dir: stop it, or give each gateway its own --data-dir"
+                }
+                _ => "check that the data dir is a local, writable directory with free space",
+            };
             Error::Internal(format!(
-                "cannot open the state store in {}: {e} (is another sluice using this data dir?)",
+                "cannot open the state store in {}: {e}; {hint}",
                 dir.display()
             ))
         })?;

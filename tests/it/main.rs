@@ -20,9 +20,11 @@ mod model;
 mod multipart;
 mod oss_proxy;
 mod polyglot;
+mod props;
 mod proxy;
 mod restart;
 mod security;
+mod startup;
 mod tracing;
 
 use harness::*;

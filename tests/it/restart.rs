@@ -41,6 +41,12 @@ impl Gateway {
         Gateway::spawn(cmd, dir, None)
     }
 
+    /// A gateway started by `cmd`, which must run `sluice serve` with its
+    /// own --listen and --admin-listen addresses (e.g. through a wrapper).
+    pub fn from_command(cmd: Command) -> Gateway {
+        Gateway::spawn(cmd, Path::new("."), None)
+    }
+
     fn spawn(mut cmd: Command, data_dir: &Path, yaml: Option<&str>) -> Gateway {
         if let Some(yaml) = yaml {
             let file = data_dir.join("sluice.yaml");

@@ -1,0 +1,180 @@
+//! Start-up on a data dir that cannot be used: a clear message and a
+//! non-zero exit, never a panic; and a file root that fills up under
+//! Write and Persist.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use tonic::Code;
+
+use crate::harness::*;
+use crate::restart::Gateway;
+
+/// Runs `sluice serve` on `data_dir` (through `wrap` if given) and waits
+/// for it to exit on its own.
+fn serve_expecting_exit(data_dir: &Path, wrap: &[&str]) -> Output {
+    let sluice = env!("CARGO_BIN_EXE_sluice");
+    let mut argv: Vec<String> = wrap.iter().map(|s| s.to_string()).collect();
+    argv.extend(
+        [
+            sluice,
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "off",
+            "--data-dir",
+        ]
+        .map(String::from),
+    );
+    argv.push(data_dir.display().to_string());
+    let mut child = Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!(
+                "sluice kept running on an unusable data dir {}",
+                data_dir.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[track_caller]
+fn failed_clearly(out: &Output, wanted: &[&str]) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "exit status; stderr:\n{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    for w in wanted {
+        assert!(stderr.contains(w), "stderr lacks {w:?}:\n{stderr}");
+    }
+    stderr
+}
+
+#[test]
+fn a_data_dir_that_is_a_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let out = serve_expecting_exit(&file, &[]);
+    failed_clearly(&out, &["cannot create the data dir", "not-a-dir"]);
+}
+
+#[test]
+fn an_unwritable_data_dir_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o555)).unwrap();
+    // Root ignores permissions: run sluice as nobody then. (The temp dir
+    // we just made is owned by our effective user.)
+    let root = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(dir.path()).unwrap()) == 0;
+    let wrap: &[&str] = if root {
+        &[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ]
+    } else {
+        &[]
+    };
+    let out = serve_expecting_exit(&data, wrap);
+    failed_clearly(&out, &["Permission denied", "data"]);
+}
+
+#[test]
+fn a_data_dir_in_use_by_another_sluice_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Gateway::start_on_defaults(dir.path());
+    let out = serve_expecting_exit(&dir.path().join("sluice-data"), &[]);
+    failed_clearly(&out, &["another sluice", "sluice-data"]);
+    first.kill9();
+}
+
+/// A file root on a 4 MiB tmpfs (mounted in a mount namespace of the
+/// gateway's own): a Write that fills it gets RESOURCE_EXHAUSTED; what was
+/// persisted before recovers and commits byte-exact once space is freed.
+#[tokio::test]
+async fn a_full_disk_fails_writes_and_keeps_what_was_persisted() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("small");
+    std::fs::create_dir(&root).unwrap();
+    let config = dir.path().join("sluice.yaml");
+    std::fs::write(
+        &config,
+        format!("fs.file.allowed-roots: {}\n", root.display()),
+    )
+    .unwrap();
+    let script = format!(
+        "mount -t tmpfs -o size=4m tmpfs '{root}' && exec '{sluice}' serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --data-dir '{data}' --config '{config}'",
+        root = root.display(),
+        sluice = env!("CARGO_BIN_EXE_sluice"),
+        data = dir.path().join("data").display(),
+        config = config.display(),
+    );
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "sh", "-c", &script]);
+    let gateway = Gateway::from_command(cmd);
+    let mut c = connect(gateway.addr).await;
+    let at = |name: &str| format!("file://{}/{name}", root.display());
+
+    // 1.5 MiB of filler, then 1 MiB persisted in the file that matters.
+    put_file(&mut c, &at("filler"), &vec![1u8; 3 << 19]).await;
+    let kept: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 251) as u8).collect();
+    let sid = open(&mut c, &at("kept")).await.unwrap();
+    write_at(&mut c, &sid, 0, &kept).await.unwrap();
+    let (handle, position) = persist(&mut c, &sid).await.unwrap();
+    assert_eq!(position, 1 << 20);
+
+    // Another file fills the disk.
+    let hog = open(&mut c, &at("hog")).await.unwrap();
+    let chunk = vec![2u8; 256 << 10];
+    let mut offset = 0u64;
+    let status = loop {
+        match write_at(&mut c, &hog, offset, &chunk).await {
+            Ok(p) => offset = p,
+            Err(status) => break status,
+        }
+        match persist(&mut c, &hog).await {
+            Ok(_) => {}
+            Err(status) => break status,
+        }
+        assert!(offset < 8 << 20, "a 4 MiB tmpfs took {offset} bytes");
+    };
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("free space"),
+        "{}",
+        status.message()
+    );
+    // The first session's next write may fail too; its persisted state
+    // stays.
+    let _ = write_at(&mut c, &sid, position, b"more").await;
+
+    // Space freed: recover from the handle, finish, commit, read back.
+    abort(&mut c, &hog).await.unwrap();
+    assert!(delete(&mut c, &at("filler"), false).await.unwrap());
+    let (sid, position) = recover(&mut c, &handle).await.unwrap();
+    assert_eq!(position, 1 << 20);
+    write_at(&mut c, &sid, position, b"|after the disk filled")
+        .await
+        .unwrap();
+    let (h, _) = close(&mut c, &sid).await.unwrap();
+    commit(&mut c, &h, false).await.unwrap();
+    let mut expected = kept;
+    expected.extend_from_slice(b"|after the disk filled");
+    assert_eq!(read_all(&mut c, &at("kept"), 0, 0).await.unwrap(), expected);
+    gateway.kill9();
+}
