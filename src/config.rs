@@ -67,6 +67,14 @@ pub const KNOWN_KEYS: &[(&str, &str)] = &[
         "parts of one s3:// session uploaded at once; default 4",
     ),
     (
+        "s3.request.timeout",
+        "longest wait for one S3 request (then it is retried), e.g. 10s; default 30s",
+    ),
+    (
+        "s3.retry.max-retries",
+        "retries of a failed S3 request before the client gets UNAVAILABLE; default 10",
+    ),
+    (
         "fs.oss.endpoint",
         "OSS endpoint, e.g. https://oss-cn-hangzhou.aliyuncs.com; buckets are reached virtual-hosted",
     ),
@@ -263,6 +271,10 @@ pub struct S3Config {
     pub virtual_hosted: bool,
     pub proxy_url: Option<String>,
     pub upload: UploadConfig,
+    /// `s3.request.timeout`; `None`: object_store's default.
+    pub request_timeout: Option<std::time::Duration>,
+    /// `s3.retry.max-retries`; `None`: object_store's default.
+    pub max_retries: Option<usize>,
 }
 
 /// Google Cloud Storage (`gs://`).
@@ -478,6 +490,20 @@ impl Config {
                 virtual_hosted: false,
                 proxy_url: None,
                 upload: upload_config(&mut raw, "s3", S3_MIN_PART_SIZE)?,
+                request_timeout: raw
+                    .remove("s3.request.timeout")
+                    .map(|v| parse_duration("s3.request.timeout", &v))
+                    .transpose()?,
+                max_retries: raw
+                    .remove("s3.retry.max-retries")
+                    .map(|v| {
+                        v.trim().parse::<usize>().map_err(|_| {
+                            Error::InvalidArgument(format!(
+                                "s3.retry.max-retries: {v:?} is not a whole number (0 turns retries off)"
+                            ))
+                        })
+                    })
+                    .transpose()?,
             });
         }
         if has_prefix(&raw, &["fs.oss.", "oss."]) {
@@ -508,6 +534,8 @@ impl Config {
                 virtual_hosted: true,
                 proxy_url,
                 upload: upload_config(&mut raw, "oss", OSS_MIN_PART_SIZE)?,
+                request_timeout: None,
+                max_retries: None,
             });
         }
         if has_prefix(&raw, &["gs."]) {

@@ -77,6 +77,12 @@ impl S3Stores {
     fn build(&self, bucket: &str) -> Result<ObjectStores> {
         let c = &self.config;
         let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        if let Some(timeout) = c.request_timeout {
+            // First: the client options are replaced as a whole, and the
+            // settings below (allow_http, proxy) live in them.
+            builder = builder
+                .with_client_options(object_store::ClientOptions::new().with_timeout(timeout));
+        }
         if let Some(endpoint) = &c.endpoint {
             builder = builder.with_allow_http(endpoint.starts_with("http://"));
             if c.virtual_hosted {
@@ -106,6 +112,12 @@ impl S3Stores {
         }
         if let Some(secret) = &c.secret_key {
             builder = builder.with_secret_access_key(secret);
+        }
+        if let Some(max_retries) = c.max_retries {
+            builder = builder.with_retry(object_store::RetryConfig {
+                max_retries,
+                ..Default::default()
+            });
         }
         if let Some(proxy) = &c.proxy_url {
             builder = builder.with_proxy_url(proxy);

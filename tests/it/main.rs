@@ -12,6 +12,7 @@ mod cloud;
 mod conformance;
 mod edge;
 mod emulators;
+mod faults;
 mod harness;
 mod helm;
 mod hostile;

@@ -51,3 +51,175 @@ impl Drop for CutProxy {
         self.cut();
     }
 }
+
+/// What a [`FaultProxy`] did to the connections it accepted.
+#[derive(Debug, Default)]
+pub struct FaultCounts {
+    pub connections: std::sync::atomic::AtomicUsize,
+    /// Closed after reading the request, before any answer.
+    pub resets: std::sync::atomic::AtomicUsize,
+    /// The answer cut after a few bytes (the request did reach the store).
+    pub truncated: std::sync::atomic::AtomicUsize,
+    /// The answer held back for the stall time.
+    pub stalls: std::sync::atomic::AtomicUsize,
+}
+
+/// A TCP proxy that injects faults into a configurable share of its
+/// connections: resets, truncated answers and stalls. Healthy connections
+/// are closed once idle, so that connection pooling does not let a client
+/// dodge the dice.
+pub struct FaultProxy {
+    pub addr: SocketAddr,
+    pub counts: Arc<FaultCounts>,
+    accept: JoinHandle<()>,
+}
+
+#[derive(Clone, Copy)]
+enum Fault {
+    None,
+    Reset,
+    Truncate(usize),
+    Stall,
+}
+
+impl FaultProxy {
+    /// `percent` of the connections get a fault, in equal shares.
+    pub async fn start(
+        upstream: SocketAddr,
+        percent: u64,
+        stall: std::time::Duration,
+        seed: u64,
+    ) -> FaultProxy {
+        use std::sync::atomic::Ordering::Relaxed;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let counts: Arc<FaultCounts> = Arc::default();
+        let stats = counts.clone();
+        let accept = tokio::spawn(async move {
+            let mut rng = seed | 1;
+            while let Ok((inbound, _)) = listener.accept().await {
+                // xorshift64: deterministic dice for a given seed.
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                let roll = rng % 100;
+                let fault = if roll >= percent {
+                    Fault::None
+                } else {
+                    match roll % 3 {
+                        0 => Fault::Reset,
+                        1 => Fault::Truncate(1 + (rng >> 8) as usize % 300),
+                        _ => Fault::Stall,
+                    }
+                };
+                stats.connections.fetch_add(1, Relaxed);
+                let stats = stats.clone();
+                tokio::spawn(async move {
+                    let _ = relay(inbound, upstream, fault, stall, &stats).await;
+                });
+            }
+        });
+        FaultProxy {
+            addr,
+            counts,
+            accept,
+        }
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+/// Carries one connection, doing `fault` to it.
+async fn relay(
+    mut inbound: TcpStream,
+    upstream: SocketAddr,
+    fault: Fault,
+    stall: std::time::Duration,
+    stats: &FaultCounts,
+) -> std::io::Result<()> {
+    use std::sync::atomic::Ordering::Relaxed;
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 << 10];
+    if let Fault::Reset = fault {
+        // Take (part of) the request, then hang up without an answer.
+        let _ = tokio::time::timeout(Duration::from_secs(2), inbound.read(&mut buf)).await;
+        stats.resets.fetch_add(1, Relaxed);
+        return Ok(());
+    }
+    let outbound = TcpStream::connect(upstream).await?;
+    let (mut in_read, mut in_write) = inbound.into_split();
+    let (mut out_read, mut out_write) = outbound.into_split();
+    let last = Arc::new(Mutex::new(Instant::now()));
+    let answered = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let touch = |last: &Arc<Mutex<Instant>>| *last.lock().unwrap() = Instant::now();
+    let up = {
+        let last = last.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 64 << 10];
+            loop {
+                let n = in_read.read(&mut buf).await?;
+                if n == 0 {
+                    return out_write.shutdown().await;
+                }
+                touch(&last);
+                out_write.write_all(&buf[..n]).await?;
+            }
+        })
+    };
+    let down = {
+        let (last, answered) = (last.clone(), answered.clone());
+        let mut left = match fault {
+            Fault::Truncate(n) => Some(n),
+            _ => None,
+        };
+        let mut stalled = !matches!(fault, Fault::Stall);
+        async move {
+            loop {
+                let n = out_read.read(&mut buf).await?;
+                if n == 0 {
+                    return Ok::<_, std::io::Error>(());
+                }
+                if !stalled {
+                    stalled = true;
+                    stats.stalls.fetch_add(1, Relaxed);
+                    tokio::time::sleep(stall).await;
+                }
+                if let Some(left) = left.as_mut() {
+                    let n = n.min(*left);
+                    in_write.write_all(&buf[..n]).await?;
+                    *left -= n;
+                    if *left == 0 {
+                        stats.truncated.fetch_add(1, Relaxed);
+                        return Ok(());
+                    }
+                    continue;
+                }
+                in_write.write_all(&buf[..n]).await?;
+                answered.store(true, std::sync::atomic::Ordering::Release);
+                touch(&last);
+            }
+        }
+    };
+    // Healthy connections end once idle after an answer, as a server's
+    // keep-alive timeout would end them.
+    let idle = async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let quiet = last.lock().unwrap().elapsed() > Duration::from_millis(150);
+            if quiet && answered.load(std::sync::atomic::Ordering::Acquire) {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = down => {}
+        _ = idle => {}
+    }
+    up.abort();
+    Ok(())
+}
