@@ -34,15 +34,7 @@ fn content(i: usize) -> Vec<u8> {
     } else {
         (40 << 10) + i * 3517
     };
-    let mut x = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    crate::multipart::bytes(i as u64 + 1, len)
 }
 
 /// Fails the test on anything but UNAVAILABLE; counts that.
