@@ -103,8 +103,8 @@ fn a_data_dir_in_use_by_another_sluice_is_refused() {
     first.kill9();
 }
 
-/// A file root on a 4 MiB tmpfs (mounted in a mount namespace of the
-/// gateway's own): a Write that fills it gets RESOURCE_EXHAUSTED; what was
+/// A file root on a 4 MiB tmpfs (mounted in user and mount namespaces of
+/// the gateway's own): a Write that fills it gets RESOURCE_EXHAUSTED; what was
 /// persisted before recovers and commits byte-exact once space is freed.
 #[tokio::test]
 async fn a_full_disk_fails_writes_and_keeps_what_was_persisted() {
@@ -124,8 +124,18 @@ async fn a_full_disk_fails_writes_and_keeps_what_was_persisted() {
         data = dir.path().join("data").display(),
         config = config.display(),
     );
+    // A user namespace too: then the mount needs no privilege outside it.
     let mut cmd = Command::new("unshare");
-    cmd.args(["--mount", "--propagation", "private", "sh", "-c", &script]);
+    cmd.args([
+        "--user",
+        "--map-root-user",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        &script,
+    ]);
     let gateway = Gateway::from_command(cmd);
     let mut c = connect(gateway.addr).await;
     let at = |name: &str| format!("file://{}/{name}", root.display());
