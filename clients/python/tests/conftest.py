@@ -29,28 +29,36 @@ def sluice_bin() -> str:
 
 
 class Gateway:
-    """`sluice serve` on its defaults in a data dir of its own."""
+    """`sluice serve` in a data dir of its own: on its defaults, or with
+    ``config`` (YAML) as its configuration file."""
 
-    def __init__(self, data_dir: Path, port: int = 0) -> None:
+    def __init__(self, data_dir: Path, port: int = 0, config: str = "") -> None:
         self.data_dir = data_dir
         self.files = data_dir / "files"
         self._port = port
+        self._config = config
         self.proc: Optional[subprocess.Popen] = None
         self.address = ""
         self.start()
 
     def start(self) -> None:
+        args = [
+            sluice_bin(),
+            "serve",
+            "--listen",
+            f"127.0.0.1:{self._port}",
+            "--data-dir",
+            str(self.data_dir),
+            "--admin-listen",
+            "off",
+        ]
+        if self._config:
+            config = self.data_dir / "sluice.yaml"
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            config.write_text(self._config)
+            args += ["--config", str(config)]
         self.proc = subprocess.Popen(
-            [
-                sluice_bin(),
-                "serve",
-                "--listen",
-                f"127.0.0.1:{self._port}",
-                "--data-dir",
-                str(self.data_dir),
-                "--admin-listen",
-                "off",
-            ],
+            args,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,

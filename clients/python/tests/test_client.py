@@ -15,6 +15,8 @@ from sluice_client import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
+    Unauthenticated,
     RetryPolicy,
     Unavailable,
     Unimplemented,
@@ -150,3 +152,32 @@ def test_readme_quickstart_runs_as_written(gateway, capsys):
     block = readme.split("```python\n", 1)[1].split("```", 1)[0]
     exec(compile(block.replace("127.0.0.1:50051", gateway.address), "README.md", "exec"), {})
     assert capsys.readouterr().out == "first record\nsecond record\n"
+
+
+def test_bearer_token_as_metadata(tmp_path):
+    from conftest import Gateway
+
+    token = "python-job-token"
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    files = (tmp_path / "files").resolve()
+    gw = Gateway(
+        tmp_path,
+        config=(
+            f"auth.principals.pyjob.token-sha256: {digest}\n"
+            f"auth.principals.pyjob.prefixes: file://{files}/jobs\n"
+        ),
+    )
+    try:
+        with Writer(gw.address) as anonymous:
+            with pytest.raises(Unauthenticated):
+                anonymous.open(gw.uri("jobs/part-0"))
+        with Writer(gw.address, metadata=[("authorization", f"Bearer {token}")]) as writer:
+            with pytest.raises(PermissionDenied):
+                writer.open(gw.uri("elsewhere/part-0"))
+            stream = writer.open(gw.uri("jobs/part-0"))
+            stream.write(b"with a token")
+            handle = stream.persist()
+            writer.recover(handle).close_for_commit().commit()
+        assert (files / "jobs/part-0").read_bytes() == b"with a token"
+    finally:
+        gw.kill()
