@@ -46,6 +46,9 @@ pub enum ClientError {
         #[source]
         source: tonic::transport::Error,
     },
+    /// The options cannot work (a token that is not a valid header value).
+    #[error("{0}")]
+    Options(String),
     /// The server's answer; [`ClientError::code`] tells which kind.
     #[error("{}: {}", .0.code(), .0.message())]
     Status(#[from] Status),
@@ -56,6 +59,7 @@ impl ClientError {
     pub fn code(&self) -> Code {
         match self {
             ClientError::Connect { .. } => Code::Unavailable,
+            ClientError::Options(_) => Code::InvalidArgument,
             // A connection that broke is UNAVAILABLE, whatever tonic says.
             ClientError::Status(status) if retryable(status) => Code::Unavailable,
             ClientError::Status(status) => status.code(),
@@ -106,6 +110,11 @@ pub struct ClientOptions {
     /// what a retry may have to send again, and what the client holds.
     pub max_unacked: usize,
     pub retry: Retry,
+    /// Sent as `authorization: Bearer <token>` on every call, for a
+    /// gateway with principals configured.
+    pub bearer_token: Option<String>,
+    /// TLS (with `identity` for mutual TLS); the endpoint is `https://`.
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 impl Default for ClientOptions {
@@ -114,9 +123,30 @@ impl Default for ClientOptions {
             chunk_size: 1 << 20,
             max_unacked: 32 << 20,
             retry: Retry::default(),
+            bearer_token: None,
+            tls: None,
         }
     }
 }
+
+/// Adds the bearer token, if any, to every call.
+#[derive(Clone)]
+pub struct Credentials(Option<tonic::metadata::AsciiMetadataValue>);
+
+impl tonic::service::Interceptor for Credentials {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(token) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", token.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// The generated client, with the credentials of the options.
+pub type GrpcClient =
+    StorageGatewayClient<tonic::service::interceptor::InterceptedService<Channel, Credentials>>;
 
 /// A resume handle (Flink's `ResumeRecoverable`): opaque, signed bytes to
 /// keep in a checkpoint. Every resume handle is also a commit handle.
@@ -136,7 +166,7 @@ impl From<ResumeHandle> for CommitHandle {
 /// A connection to sluice; cheap to clone.
 #[derive(Clone)]
 pub struct Client {
-    grpc: StorageGatewayClient<Channel>,
+    grpc: GrpcClient,
     options: ClientOptions,
 }
 
@@ -151,13 +181,15 @@ impl Client {
         options: ClientOptions,
     ) -> Result<Client> {
         let endpoint = endpoint.into();
-        let channel = Endpoint::from_shared(endpoint.clone())
-            .map(|e| tuned(e).connect_lazy())
-            .map_err(|source| ClientError::Connect {
-                endpoint: endpoint.clone(),
-                source,
-            })?;
-        let client = Client::from_channel(channel, options);
+        let connect_error = |source| ClientError::Connect {
+            endpoint: endpoint.clone(),
+            source,
+        };
+        let mut channel = Endpoint::from_shared(endpoint.clone()).map_err(connect_error)?;
+        if let Some(tls) = options.tls.clone() {
+            channel = channel.tls_config(tls).map_err(connect_error)?;
+        }
+        let client = Client::from_channel(tuned(channel).connect_lazy(), options)?;
         // Fail here, not on the first call, when nothing listens.
         let mut grpc = client.grpc.clone();
         grpc.capabilities(CapabilitiesRequest {
@@ -166,7 +198,8 @@ impl Client {
         .await
         .map(drop)
         .or_else(|status| {
-            if retryable(&status) {
+            // Nothing listens, or it will not have us: say so now.
+            if retryable(&status) || status.code() == Code::Unauthenticated {
                 Err(status)
             } else {
                 Ok(())
@@ -175,19 +208,28 @@ impl Client {
         Ok(client)
     }
 
-    /// A client over a channel made elsewhere (TLS, interceptors, ...).
-    pub fn from_channel(channel: Channel, options: ClientOptions) -> Client {
+    /// A client over a channel made elsewhere (its own TLS or layers);
+    /// `options.tls` is for [`Client::connect_with`] and unused here.
+    pub fn from_channel(channel: Channel, options: ClientOptions) -> Result<Client> {
+        let token = match &options.bearer_token {
+            Some(token) => Some(format!("Bearer {token}").parse().map_err(|_| {
+                ClientError::Options(
+                    "the bearer token holds characters a gRPC header cannot carry".into(),
+                )
+            })?),
+            None => None,
+        };
         let limit = options.chunk_size + (64 << 10);
-        Client {
-            grpc: StorageGatewayClient::new(channel)
+        Ok(Client {
+            grpc: StorageGatewayClient::with_interceptor(channel, Credentials(token))
                 .max_encoding_message_size(limit.max(4 << 20))
                 .max_decoding_message_size(64 << 20),
             options,
-        }
+        })
     }
 
     /// The generated gRPC client, for the calls this module does not wrap.
-    pub fn grpc(&self) -> StorageGatewayClient<Channel> {
+    pub fn grpc(&self) -> GrpcClient {
         self.grpc.clone()
     }
 
@@ -294,7 +336,7 @@ impl Client {
     /// `call` gets the attempt number (0 first).
     async fn retrying<T, F, Fut>(&self, mut call: F) -> Result<T>
     where
-        F: FnMut(StorageGatewayClient<Channel>, u32) -> Fut,
+        F: FnMut(GrpcClient, u32) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, Status>>,
     {
         let retry = &self.options.retry;

@@ -116,6 +116,7 @@ async fn cut_connections_are_retried_without_duplicating_bytes() {
             initial_backoff: Duration::from_millis(10),
             max_backoff: Duration::from_millis(200),
         },
+        ..ClientOptions::default()
     };
     let client = Client::connect_with(format!("http://{}", proxy.addr), options)
         .await

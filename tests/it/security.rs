@@ -174,6 +174,60 @@ async fn mutual_tls_refuses_clients_without_a_certificate_of_its_ca() {
     );
 }
 
+/// The Rust client over mutual TLS to a gateway with principals: its
+/// certificate and its token get it in, and only to its prefix.
+#[tokio::test]
+async fn the_rust_client_brings_its_certificate_and_token() {
+    use sluice::client::{Client, ClientOptions};
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "{}auth.principals.job.token-sha256: {}\nauth.principals.job.prefixes: memory://m/job/\n",
+        pki.server_config(dir.path(), true),
+        hex::encode(sluice::auth::token_hash("job-token"))
+    );
+    let server = TestServer::start(&yaml).await;
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&pki.ca))
+        .domain_name("localhost")
+        .identity(Identity::from_pem(&pki.client.0, &pki.client.1));
+    let endpoint = format!("https://{}", server.addr);
+    let options = |token: Option<&str>| ClientOptions {
+        bearer_token: token.map(String::from),
+        tls: Some(tls.clone()),
+        ..ClientOptions::default()
+    };
+    let client = Client::connect_with(&endpoint, options(Some("job-token")))
+        .await
+        .unwrap();
+    let mut stream = client.open("memory://m/job/part-0").await.unwrap();
+    stream.write(b"authenticated").await.unwrap();
+    stream
+        .close_for_commit()
+        .await
+        .unwrap()
+        .commit()
+        .await
+        .unwrap();
+    assert_eq!(
+        client.read_all("memory://m/job/part-0").await.unwrap(),
+        b"authenticated"
+    );
+    let outside = client.open("memory://m/other/part-0").await.err().unwrap();
+    assert_eq!(outside.code(), Code::PermissionDenied);
+    // Without the token the connect itself says why.
+    let refused = Client::connect_with(&endpoint, options(None))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused}");
+    let refused = Client::connect_with(&endpoint, options(Some("wrong")))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused}");
+}
+
 #[tokio::test]
 async fn a_bad_tls_file_stops_the_start_with_a_message() {
     let dir = tempfile::tempdir().unwrap();
