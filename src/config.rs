@@ -786,16 +786,18 @@ fn limit_config(
     raw: &mut BTreeMap<String, String>,
 ) -> Result<BTreeMap<String, crate::limit::StreamLimits>> {
     use std::time::Duration;
-    let keys: Vec<String> = raw
+    // `fs.<scheme>.limit.<what>`; `fs.limit.total` (no scheme) is left
+    // alone and reported as unknown (cargo fuzz found it panicking here).
+    let keys: Vec<(String, String, String)> = raw
         .keys()
-        .filter(|k| k.starts_with("fs.") && k.contains(".limit."))
-        .cloned()
+        .filter_map(|k| {
+            let (scheme, what) = k.strip_prefix("fs.")?.split_once(".limit.")?;
+            Some((k.clone(), scheme.to_string(), what.to_string()))
+        })
         .collect();
     let mut out: BTreeMap<String, crate::limit::StreamLimits> = BTreeMap::new();
-    for key in keys {
-        let (scheme, what) = key["fs.".len()..]
-            .split_once(".limit.")
-            .expect("filtered on .limit.");
+    for (key, scheme, what) in keys {
+        let (scheme, what) = (scheme.as_str(), what.as_str());
         let value = raw.remove(&key).unwrap_or_default();
         let n: i64 = value.trim().parse().map_err(|_| {
             Error::InvalidArgument(format!("{key}: {value:?} is not a whole number"))
@@ -1028,6 +1030,19 @@ mod tests {
         assert_eq!(flat.default_scheme, nested.default_scheme);
         assert_eq!(flat.memory.part_size, 100 * 1024);
         assert_eq!(nested.memory.part_size, 100 * 1024);
+    }
+
+    /// Found by cargo fuzz: `fs.limit.<what>` (no scheme) panicked.
+    #[test]
+    fn a_limit_key_without_a_scheme_is_unknown_not_a_panic() {
+        let c = Config::from_yaml(
+            "fs.limit.total: 3
+fs.limit.: x
+",
+        )
+        .unwrap();
+        assert_eq!(c.unknown_keys, ["fs.limit.", "fs.limit.total"]);
+        assert!(c.limits.is_empty());
     }
 
     #[test]

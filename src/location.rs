@@ -127,7 +127,7 @@ impl Location {
                 _ => {}
             }
         }
-        Ok(Location {
+        let location = Location {
             scheme: scheme.to_string(),
             authority: if scheme == "file" {
                 String::new()
@@ -135,7 +135,17 @@ impl Location {
                 authority.to_string()
             },
             path: path.to_string(),
-        })
+        };
+        // The limit holds for the resolved URI too: a path under it can
+        // pass it once the default scheme's prefix is added (cargo fuzz
+        // found such a path, which then did not parse back).
+        let resolved = location.to_string().len();
+        if resolved > MAX_PATH_LEN {
+            return Err(Error::InvalidArgument(format!(
+                "{raw:?} resolves to a URI of {resolved} bytes (with the default scheme); at most {MAX_PATH_LEN} are accepted"
+            )));
+        }
+        Ok(location)
     }
 
     /// The same store, another path in it.
@@ -240,6 +250,20 @@ mod tests {
         assert_eq!(l.to_string(), "memory://demo/a/b.txt");
         let f = resolve("FILE:///tmp/x").unwrap();
         assert_eq!(f.to_string(), "file:///tmp/x");
+    }
+
+    /// Found by cargo fuzz: a path under the limit that the default
+    /// scheme's prefix takes over it.
+    #[test]
+    fn the_length_limit_holds_after_the_default_prefix() {
+        let d = DefaultScheme::parse("s3://bucket/base/").unwrap();
+        let raw = format!("/{}", "a".repeat(MAX_PATH_LEN - 1));
+        assert_eq!(raw.len(), MAX_PATH_LEN);
+        let err = Location::resolve(&raw, &d).unwrap_err().to_string();
+        assert!(err.contains("resolves to a URI"), "{err}");
+        let fits = format!("/{}", "a".repeat(MAX_PATH_LEN - 40));
+        let l = Location::resolve(&fits, &d).unwrap();
+        assert_eq!(Location::resolve(&l.to_string(), &d).unwrap(), l);
     }
 
     #[test]
