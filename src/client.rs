@@ -163,10 +163,15 @@ impl From<ResumeHandle> for CommitHandle {
     }
 }
 
-/// A connection to sluice; cheap to clone.
+/// Connections to sluice (one for `Write` streams, one for every other
+/// call); cheap to clone.
 #[derive(Clone)]
 pub struct Client {
     grpc: GrpcClient,
+    /// Where `Write` streams go: a connection of their own, so that their
+    /// bytes never hold back a `Persist` or `Commit` (HTTP/2 flow control
+    /// and TCP order are per connection).
+    data: GrpcClient,
     options: ClientOptions,
 }
 
@@ -189,7 +194,9 @@ impl Client {
         if let Some(tls) = options.tls.clone() {
             channel = channel.tls_config(tls).map_err(connect_error)?;
         }
-        let client = Client::from_channel(tuned(channel).connect_lazy(), options)?;
+        let channel = tuned(channel);
+        let client =
+            Client::from_channels(channel.connect_lazy(), channel.connect_lazy(), options)?;
         // Fail here, not on the first call, when nothing listens.
         let mut grpc = client.grpc.clone();
         grpc.capabilities(CapabilitiesRequest {
@@ -211,6 +218,16 @@ impl Client {
     /// A client over a channel made elsewhere (its own TLS or layers);
     /// `options.tls` is for [`Client::connect_with`] and unused here.
     pub fn from_channel(channel: Channel, options: ClientOptions) -> Result<Client> {
+        Client::from_channels(channel.clone(), channel, options)
+    }
+
+    /// A client that sends `Write` streams over `data` and every other call
+    /// over `control`.
+    pub fn from_channels(
+        control: Channel,
+        data: Channel,
+        options: ClientOptions,
+    ) -> Result<Client> {
         let token = match &options.bearer_token {
             Some(token) => Some(format!("Bearer {token}").parse().map_err(|_| {
                 ClientError::Options(
@@ -220,10 +237,14 @@ impl Client {
             None => None,
         };
         let limit = options.chunk_size + (64 << 10);
-        Ok(Client {
-            grpc: StorageGatewayClient::with_interceptor(channel, Credentials(token))
+        let grpc = |channel| {
+            StorageGatewayClient::with_interceptor(channel, Credentials(token.clone()))
                 .max_encoding_message_size(limit.max(4 << 20))
-                .max_decoding_message_size(64 << 20),
+                .max_decoding_message_size(64 << 20)
+        };
+        Ok(Client {
+            grpc: grpc(control),
+            data: grpc(data),
             options,
         })
     }
@@ -526,7 +547,7 @@ impl RecoverableStream {
         &self,
         rx: mpsc::Receiver<WriteRequest>,
     ) -> JoinHandle<std::result::Result<WriteResponse, Status>> {
-        let mut grpc = self.client.grpc.clone();
+        let mut grpc = self.client.data.clone();
         tokio::spawn(async move {
             grpc.write(ReceiverStream::new(rx))
                 .await

@@ -148,3 +148,51 @@ async fn cut_connections_are_retried_without_duplicating_bytes() {
         "the committed bytes differ from the bytes written"
     );
 }
+
+/// `Write` streams travel on a connection of their own, so the bytes they
+/// have in flight never sit ahead of a `Persist` or a `Commit` (HTTP/2 flow
+/// control and TCP order are per connection). Measured with sluice-bench:
+/// at 64 writers on one connection, a Persist waited for the connection's
+/// window behind the other writers' bytes.
+#[tokio::test]
+async fn write_streams_use_a_connection_of_their_own() {
+    let server = TestServer::start("").await;
+    let proxy = CutProxy::start(server.addr).await;
+    let client = Client::connect(format!("http://{}", proxy.addr))
+        .await
+        .unwrap();
+    let target = format!("file://{}/out/separate", server.file_root().display());
+    let data = pattern(6 << 20, 3);
+    let mut stream = client.open(&target).await.unwrap();
+    stream.write(&data[..3 << 20]).await.unwrap();
+    stream.persist().await.unwrap();
+    stream.write(&data[3 << 20..]).await.unwrap();
+    let committer = stream.close_for_commit().await.unwrap();
+    committer.commit().await.unwrap();
+    drop((committer, client));
+
+    let mut ended = Vec::new();
+    for _ in 0..200 {
+        ended = proxy.ended_connections();
+        if ended.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    ended.sort();
+    assert_eq!(ended.len(), 2, "connections and their bytes: {ended:?}");
+    assert!(
+        ended[0] < 64 << 10,
+        "the control connection carried {} bytes: Write data went over it",
+        ended[0]
+    );
+    assert!(
+        ended[1] >= 6 << 20,
+        "the data connection carried only {} bytes",
+        ended[1]
+    );
+    assert_eq!(
+        std::fs::read(server.file_root().join("out/separate")).unwrap(),
+        data
+    );
+}

@@ -10,6 +10,9 @@ use tokio::task::JoinHandle;
 pub struct CutProxy {
     pub addr: SocketAddr,
     live: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    /// Bytes each ended connection carried towards the server, in the
+    /// order they ended.
+    upstream_bytes: Arc<Mutex<Vec<u64>>>,
     accept: JoinHandle<()>,
 }
 
@@ -19,19 +22,35 @@ impl CutProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let live: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let tasks = live.clone();
+        let upstream_bytes: Arc<Mutex<Vec<u64>>> = Arc::default();
+        let (tasks, counts) = (live.clone(), upstream_bytes.clone());
         let accept = tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
+                let counts = counts.clone();
                 let task = tokio::spawn(async move {
                     let Ok(mut outbound) = TcpStream::connect(upstream).await else {
                         return;
                     };
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    if let Ok((up, _)) =
+                        tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await
+                    {
+                        counts.lock().unwrap().push(up);
+                    }
                 });
                 tasks.lock().unwrap().push(task);
             }
         });
-        CutProxy { addr, live, accept }
+        CutProxy {
+            addr,
+            live,
+            upstream_bytes,
+            accept,
+        }
+    }
+
+    /// Bytes towards the server of each connection that ended cleanly.
+    pub fn ended_connections(&self) -> Vec<u64> {
+        self.upstream_bytes.lock().unwrap().clone()
     }
 
     /// Drops every open connection at once, mid-stream.

@@ -104,7 +104,8 @@ class Committed:
 
 
 class Writer:
-    """A connection to sluice (Flink's ``RecoverableWriter``).
+    """Connections to sluice (Flink's ``RecoverableWriter``): one for
+    ``Write`` streams, one for every other call.
 
     ``target`` is ``host:port``. ``chunk_size`` is the size of one ``Write``
     message; ``batch_size`` how many bytes are gathered before they are
@@ -139,14 +140,22 @@ class Writer:
             ("grpc.min_reconnect_backoff_ms", 100),
             ("grpc.max_reconnect_backoff_ms", 1000),
         ]
-        if credentials is None:
-            channel = grpc.insecure_channel(target, options=options)
-        else:
-            channel = grpc.secure_channel(target, credentials, options=options)
-        self._channel = channel
-        if interceptors:
-            channel = grpc.intercept_channel(channel, *interceptors)
-        self._stub = pb_grpc.StorageGatewayStub(channel)
+        def connect(extra: List[Tuple[str, int]]) -> grpc.Channel:
+            if credentials is None:
+                return grpc.insecure_channel(target, options=options + extra)
+            return grpc.secure_channel(target, credentials, options=options + extra)
+
+        # Write streams get a connection of their own (a local subchannel
+        # pool keeps gRPC from sharing one): HTTP/2 flow control and TCP
+        # order are per connection, so bytes in flight never hold back a
+        # Persist or a Commit.
+        self._channels = [connect([]), connect([("grpc.use_local_subchannel_pool", 1)])]
+        stubs = []
+        for channel in self._channels:
+            if interceptors:
+                channel = grpc.intercept_channel(channel, *interceptors)
+            stubs.append(pb_grpc.StorageGatewayStub(channel))
+        self._stub, self._data_stub = stubs
 
     def __enter__(self) -> "Writer":
         return self
@@ -155,8 +164,9 @@ class Writer:
         self.close()
 
     def close(self) -> None:
-        """Closes the channel."""
-        self._channel.close()
+        """Closes the channels."""
+        for channel in self._channels:
+            channel.close()
 
     # The write side.
 
@@ -322,7 +332,7 @@ class RecoverableStream:
         writer = self._writer
         while True:
             position = writer._retrying(
-                lambda _attempt: writer._stub.Write(
+                lambda _attempt: writer._data_stub.Write(
                     self._messages(view, offset), timeout=writer.timeout, metadata=writer.metadata
                 ).position
             )

@@ -110,6 +110,8 @@ class CutProxy:
         self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
         self.lock = threading.Lock()
         self.sockets: List[socket.socket] = []
+        # Bytes each accepted connection carried towards the gateway.
+        self.upstream_bytes: List[int] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -125,14 +127,18 @@ class CutProxy:
                 continue
             with self.lock:
                 self.sockets += [inbound, outbound]
-            for a, b in ((inbound, outbound), (outbound, inbound)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+                self.upstream_bytes.append(0)
+                index = len(self.upstream_bytes) - 1
+            for a, b, counted in ((inbound, outbound, index), (outbound, inbound, None)):
+                threading.Thread(target=self._pump, args=(a, b, counted), daemon=True).start()
 
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, counted: Optional[int]) -> None:
         try:
             while data := src.recv(65536):
                 dst.sendall(data)
+                if counted is not None:
+                    with self.lock:
+                        self.upstream_bytes[counted] += len(data)
         except OSError:
             pass
         for s in (src, dst):

@@ -141,6 +141,24 @@ def test_unavailable_is_retried_by_offset_without_duplicates(gateway, proxy):
     assert (gateway.files / "cut" / "part-0").read_bytes() == data
 
 
+def test_write_streams_use_a_connection_of_their_own(gateway, proxy):
+    # Bytes a Write has in flight must never sit ahead of a Persist or a
+    # Commit: HTTP/2 flow control and TCP order are per connection.
+    data = pattern(6 << 20, 4)
+    target = gateway.uri("separate/part-0")
+    with Writer(proxy.address) as writer:
+        stream = writer.open(target)
+        stream.write(data[: 3 << 20])
+        stream.persist()
+        stream.write(data[3 << 20 :])
+        stream.close_for_commit().commit()
+        carried = sorted(proxy.upstream_bytes)
+    assert len(carried) == 2, f"bytes per connection: {carried}"
+    assert carried[0] < 64 << 10, f"Write data went over the control connection: {carried}"
+    assert carried[1] >= 6 << 20, f"bytes per connection: {carried}"
+    assert (gateway.files / "separate" / "part-0").read_bytes() == data
+
+
 def test_unavailable_after_retries_is_typed():
     with Writer("127.0.0.1:1", retry=RetryPolicy(attempts=2, initial_backoff=0.01)) as writer:
         with pytest.raises(Unavailable):
