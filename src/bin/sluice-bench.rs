@@ -287,15 +287,19 @@ impl Bench {
 
     fn emit(&self, report: &Report) -> BenchResult<()> {
         let json = serde_json::to_string_pretty(report)?;
-        match &self.common.json {
-            Some(path) if path.as_os_str() == "-" => println!("{json}"),
+        let out = match &self.common.json {
+            Some(path) if path.as_os_str() == "-" => json + "\n",
             Some(path) => {
                 std::fs::write(path, json)?;
-                print!("{}", table(report));
+                table(report)
             }
-            None => print!("{}", table(report)),
+            None => table(report),
+        };
+        // A reader that stops early (`| head`) is not an error of the bench.
+        match std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes()) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+            _ => Ok(()),
         }
-        Ok(())
     }
 }
 
