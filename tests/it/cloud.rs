@@ -66,6 +66,23 @@ async fn conformance_s3_with_real_5_mib_parts() {
     abort(&mut t.client.clone(), &sid).await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eight_persisting_writers_stay_live_on_s3() {
+    let moto = Arc::new(Emulator::moto(None));
+    moto.create_bucket("live");
+    let server = TestServer::start(&s3_yaml(&moto.url(), "5mb")).await;
+    let t = Target::object_store(
+        &server,
+        "s3://live/run".into(),
+        s3_client(&moto.url(), "live"),
+        "run",
+        Some(s3_uploads(&moto, "live")),
+    )
+    .await;
+    let health = crate::liveness::health_channel(&server).await;
+    crate::liveness::eight_persisting_writers(&t, health, std::time::Duration::from_secs(60)).await;
+}
+
 /// Errors a retry cannot fix are not UNAVAILABLE: a bucket that does not
 /// exist, credentials the store refuses.
 #[tokio::test]
@@ -258,6 +275,23 @@ async fn conformance_azure_blocks() {
     let (h, _) = close(c, &sid).await.unwrap();
     commit(c, &h, false).await.unwrap();
     assert_eq!(t.store.read("abfs-file").await.unwrap(), b"through abfs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eight_persisting_writers_stay_live_on_azure() {
+    let azurite = Emulator::azurite();
+    azurite.create_bucket("live");
+    let server = TestServer::start(&azure_yaml(&azurite.url())).await;
+    let t = Target::object_store(
+        &server,
+        "az://live/run".into(),
+        azure_client(&azurite.url(), "live"),
+        "run",
+        None,
+    )
+    .await;
+    let health = crate::liveness::health_channel(&server).await;
+    crate::liveness::eight_persisting_writers(&t, health, std::time::Duration::from_secs(60)).await;
 }
 
 /// gcp-storage-emulator has no XML multipart API (its `POST ?uploads`

@@ -13,10 +13,12 @@ mod conformance;
 mod edge;
 mod emulators;
 mod faults;
+mod hardening;
 mod harness;
 mod helm;
 mod hostile;
 mod limits;
+mod liveness;
 mod model;
 mod multipart;
 mod oss_proxy;
@@ -56,6 +58,36 @@ async fn conformance_memory_small_parts() {
     .await;
     let t = Target::memory(&server).await;
     conformance::run_all(&t).await;
+}
+
+/// Eight writers persisting for 60 s on file:// (this wedged the gateway
+/// within 15 s when each Persist called sled's flush_async on its own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eight_persisting_writers_stay_live_on_file() {
+    let server = TestServer::start("").await;
+    let t = Target::file(&server).await;
+    let persists = liveness::eight_persisting_writers(
+        &t,
+        liveness::health_channel(&server).await,
+        std::time::Duration::from_secs(60),
+    )
+    .await;
+    assert!(persists > 1000, "only {persists} persists in 60 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eight_persisting_writers_stay_live_on_memory() {
+    // Every persist stores the bytes past the last full part as a tail,
+    // kept while its handle may come back: small parts keep thousands of
+    // them small.
+    let server = TestServer::start("memory.upload.min.part.size: 64kb\n").await;
+    let t = Target::memory(&server).await;
+    liveness::eight_persisting_writers(
+        &t,
+        liveness::health_channel(&server).await,
+        std::time::Duration::from_secs(60),
+    )
+    .await;
 }
 
 #[tokio::test]
