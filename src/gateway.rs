@@ -67,6 +67,18 @@ pub struct Gateway {
     sessions: Mutex<HashMap<String, Arc<Session>>>,
     staging_locks: StagingLocks,
     metrics: Arc<Metrics>,
+    /// Sessions open (by their `GlobalSlot`s) and the most there may be.
+    open_sessions: Arc<std::sync::atomic::AtomicUsize>,
+    max_sessions: usize,
+}
+
+/// One open session counted against the gateway's cap.
+struct GlobalSlot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for GlobalSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// A live write session.
@@ -76,8 +88,9 @@ struct Session {
     staging_id: String,
     /// The principal that opened or recovered it; empty without auth.
     principal: String,
-    /// Its place in the principal's session cap, given back on drop.
-    _slot: SessionSlot,
+    /// Its places in the principal's and the gateway's session caps, given
+    /// back on drop.
+    _slot: (SessionSlot, GlobalSlot),
     /// Set while a Write call is applying messages (one at a time).
     writing: AtomicBool,
     inner: tokio::sync::Mutex<SessionInner>,
@@ -96,6 +109,10 @@ struct SessionInner {
     /// A handle names this staging: aborting must keep it.
     handle_issued: bool,
 }
+
+/// Entries a List answers with by default, and at most.
+const DEFAULT_PAGE: usize = 1000;
+const MAX_PAGE: usize = 10_000;
 
 const RECLAIMED: &str = "closed due to inactivity timeout (its stream slot was reclaimed); recover from your last handle";
 
@@ -195,6 +212,8 @@ impl Gateway {
             sessions: Mutex::new(HashMap::new()),
             staging_locks: StagingLocks::default(),
             metrics,
+            open_sessions: Arc::default(),
+            max_sessions: crate::config::EdgeConfig::default().max_sessions,
         };
         // Every served scheme shows up at zero from the start, so dashboards
         // and alerts see the series before the first write.
@@ -205,6 +224,29 @@ impl Gateway {
             let _ = gateway.metrics.bytes_read.get_or_create(&label);
         }
         gateway
+    }
+
+    /// Caps the sessions open at once (`sessions.max-open`).
+    pub fn with_max_sessions(mut self, max: usize) -> Gateway {
+        self.max_sessions = max;
+        self
+    }
+
+    /// A place among the gateway's open sessions, then one of the caller's.
+    fn take_slots(&self, caller: &Caller) -> Result<(SessionSlot, GlobalSlot)> {
+        let max = self.max_sessions;
+        let taken = self
+            .open_sessions
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            });
+        if taken.is_err() {
+            return Err(Error::ResourceExhausted(format!(
+                "the gateway has {max} write sessions open, its limit (sessions.max-open); close for commit or abort sessions, or retry later"
+            )));
+        }
+        let global = GlobalSlot(self.open_sessions.clone());
+        Ok((caller.take_session_slot()?, global))
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -324,14 +366,40 @@ impl Gateway {
 
     fn resolve(&self, path: &str) -> Result<(Location, Arc<dyn Backend>)> {
         let location = Location::resolve(path, &self.default_scheme)?;
+        refuse_staging_names(&location)?;
         let backend = self.registry.get(&location.scheme)?.clone();
         Ok((location, backend))
     }
 
     fn resolve_dir(&self, path: &str) -> Result<(Location, Arc<dyn Backend>)> {
         let location = Location::resolve_dir(path, &self.default_scheme)?;
+        refuse_staging_names(&location)?;
         let backend = self.registry.get(&location.scheme)?.clone();
         Ok((location, backend))
+    }
+
+    /// Refuses to `what` a path that holds a live session's target: the
+    /// session's staged bytes (acknowledged by its Persists) would go with
+    /// it.
+    fn refuse_live_under(&self, path: &Location, what: &str) -> Result<()> {
+        let sessions = self.sessions.lock().unwrap();
+        let under = |target: &Location| {
+            target.scheme == path.scheme
+                && target.authority == path.authority
+                && (path.path.is_empty()
+                    || target.path == path.path
+                    || target
+                        .path
+                        .strip_prefix(path.path.as_str())
+                        .is_some_and(|rest| rest.starts_with('/')))
+        };
+        match sessions.values().find(|s| under(&s.target)) {
+            Some(s) => Err(Error::FailedPrecondition(format!(
+                "cannot {what} {path}: session {} is writing {} under it; close it for commit or abort it first",
+                s.id, s.target
+            ))),
+            None => Ok(()),
+        }
     }
 
     // ---- the read side ----
@@ -368,11 +436,32 @@ impl Gateway {
         Ok(backend.stat(&location).await?.is_some())
     }
 
-    /// The entries one level below a directory.
-    pub async fn list(&self, path: &str, caller: &Caller) -> Result<Vec<Entry>> {
+    /// One page of the entries one level below a directory: at most
+    /// `page_size` (0: 1000; at most 10,000) after the name `page_token`.
+    /// Returns them and the next page's token (empty on the last page).
+    pub async fn list(
+        &self,
+        path: &str,
+        page_size: u32,
+        page_token: &str,
+        caller: &Caller,
+    ) -> Result<(Vec<Entry>, String)> {
         let (location, backend) = self.resolve_dir(path)?;
         caller.check(&location)?;
-        backend.list(&location).await
+        let limit = match page_size {
+            0 => DEFAULT_PAGE,
+            n => (n as usize).min(MAX_PAGE),
+        };
+        let page = crate::backend::Page {
+            after: page_token.to_string(),
+            limit,
+        };
+        let listing = backend.list(&location, &page).await?;
+        let next = match listing.entries.last() {
+            Some(last) if listing.more => last.location.file_name().to_string(),
+            _ => String::new(),
+        };
+        Ok((listing.entries, next))
     }
 
     /// Removes a file, or a directory with `recursive`.
@@ -384,6 +473,7 @@ impl Gateway {
                 "{location} is a whole bucket or root; sluice does not delete those"
             )));
         }
+        self.refuse_live_under(&location, "delete")?;
         backend.delete(&location, recursive).await
     }
 
@@ -404,6 +494,8 @@ impl Gateway {
                 "cannot rename {from} to {to}: both must have the same scheme"
             )));
         }
+        refuse_staging_names(&to)?;
+        self.refuse_live_under(&from, "rename")?;
         backend.rename(&from, &to).await
     }
 
@@ -430,7 +522,7 @@ impl Gateway {
         };
         caller.check(&target)?;
         backend.check_target(&target)?;
-        let slot = caller.take_session_slot()?;
+        let slot = self.take_slots(caller)?;
         let mut writer = backend.open(&target).await?;
         let id = uuid::Uuid::new_v4().to_string();
         self.state.put_staging(
@@ -481,7 +573,7 @@ impl Gateway {
         writer: Box<dyn StagedWriter>,
         (position, crc, epoch): (u64, u32, u64),
         handle_issued: bool,
-        (caller, slot): (&Caller, SessionSlot),
+        (caller, slot): (&Caller, (SessionSlot, GlobalSlot)),
     ) -> Arc<Session> {
         let session = Arc::new(Session {
             staging_id: writer.staging_id().to_string(),
@@ -708,7 +800,6 @@ impl Gateway {
         }
         let (target, backend) = self.resolve(&body.target)?;
         caller.check(&target)?;
-        let slot = caller.take_session_slot()?;
         let _staging = self.staging_locks.lock(&body.staging_id).await;
         let mut record = self
             .state
@@ -722,16 +813,12 @@ impl Gateway {
                 "cannot recover: {target} was already committed ({size} bytes) from this staged file"
             )));
         }
-        if let Some(floor) = recovered_floor(&record, body.epoch)
-            && body.position > floor
-        {
-            return Err(Error::FailedPrecondition(format!(
-                "cannot recover: a later Recover moved the staged file of {target} back to {floor} bytes, discarding the {} this handle covers",
-                body.position
-            )));
-        }
+        check_not_cut_back(&record, &body, &target, "recover")?;
         let id = uuid::Uuid::new_v4().to_string();
         self.fence(&mut record, &id).await?;
+        // After the fence: a session recovered from its own live handle
+        // gives its place to the new one, even at the cap.
+        let slot = self.take_slots(caller)?;
         let writer = backend.recover(&target, &body).await?;
         record.epoch = record.epoch.max(body.epoch) + 1;
         // Pad for generations this replica never saw (another replica's).
@@ -795,6 +882,7 @@ impl Gateway {
             return Ok((target, size));
         }
         if let Some(record) = record.as_mut() {
+            check_not_cut_back(record, &body, &target, "commit")?;
             self.fence(record, "").await?;
         }
         let size = backend.commit(&target, &body, after_recovery).await?;
@@ -898,6 +986,23 @@ impl Gateway {
     }
 }
 
+/// Staged files and tail objects are reachable only through the write
+/// protocol: reading one would show uncommitted bytes, renaming one would
+/// publish a file that keeps growing, deleting one would lose acknowledged
+/// bytes. No namespace call, and no Open, may name one.
+fn refuse_staging_names(location: &Location) -> Result<()> {
+    match location
+        .path
+        .split('/')
+        .find(|segment| crate::backend::is_staging_name(segment))
+    {
+        Some(name) => Err(Error::InvalidArgument(format!(
+            "{location}: {name:?} is a name sluice gives its staged files; they are reached only through Recover and Commit of their handles"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Replaces the first occurrence of the entropy key in the path with random
 /// `[0-9A-Za-z]` characters, or removes it (and the empty segment that
 /// leaves) when no entropy is asked for, as Flink's `EntropyInjector` does.
@@ -947,6 +1052,24 @@ fn recovered_floor(record: &StagingRecord, epoch: u64) -> Option<u64> {
         .skip(epoch as usize)
         .copied()
         .min()
+}
+
+/// A handle whose bytes a later Recover cut off (it moved the staging back
+/// below the handle's position) names bytes that are gone: neither recover
+/// nor commit may use it, or the result would match no handle.
+fn check_not_cut_back(
+    record: &StagingRecord,
+    body: &HandleBody,
+    target: &Location,
+    what: &str,
+) -> Result<()> {
+    match recovered_floor(record, body.epoch) {
+        Some(floor) if body.position > floor => Err(Error::FailedPrecondition(format!(
+            "cannot {what}: a later Recover moved the staged file of {target} back to {floor} bytes, discarding the {} this handle covers; use a handle from after that Recover",
+            body.position
+        ))),
+        _ => Ok(()),
+    }
 }
 
 fn invalid_kind() -> Error {
@@ -1054,7 +1177,14 @@ async fn append_to(
         if end <= position {
             return Ok(position);
         }
-        let fresh = data.slice((position - offset) as usize..);
+        // A retry that overlaps what was applied keeps only its new bytes,
+        // copied: a slice would keep the whole message alive with them.
+        let skip = (position - offset) as usize;
+        let fresh = if skip == 0 {
+            data
+        } else {
+            Bytes::copy_from_slice(&data[skip..])
+        };
         let crc = crc32c::crc32c_append(inner.crc, &fresh);
         let len = fresh.len() as u64;
         let written = inner.writer(&session.id)?.write(fresh).await;

@@ -26,6 +26,13 @@ use crate::proto::{FileStaging, HandleBody};
 /// Staging ids of temp files are this prefix and the temp file's path.
 const STAGING_PREFIX: &str = "file:";
 
+/// The longest file name Linux file systems take, in bytes.
+const NAME_MAX: usize = 255;
+/// What a temp file's name adds to its target's: `.`, `.inprogress.`, a UUID.
+const TEMP_NAME_EXTRA: usize = 1 + ".inprogress.".len() + 36;
+/// The longest target file name whose temp file name still fits.
+const MAX_TARGET_NAME: usize = NAME_MAX - TEMP_NAME_EXTRA;
+
 /// Writes smaller than this are gathered before they reach the kernel.
 const WRITE_BUFFER: usize = 1024 * 1024;
 
@@ -67,6 +74,18 @@ impl FileBackend {
         }
         if !self.roots.iter().any(|root| path.starts_with(root)) {
             return Err(self.outside_roots(target));
+        }
+        if let Some(long) = target.path.split('/').find(|s| s.len() > NAME_MAX) {
+            return Err(Error::InvalidArgument(format!(
+                "{target}: the name {long:?} has {} bytes; file systems allow {NAME_MAX}",
+                long.len()
+            )));
+        }
+        let name = target.file_name().len();
+        if name > MAX_TARGET_NAME {
+            return Err(Error::InvalidArgument(format!(
+                "{target}: its file name has {name} bytes; file:// targets may have at most {MAX_TARGET_NAME}, so that the hidden temp file beside it (the name plus {TEMP_NAME_EXTRA} bytes) fits the file system's {NAME_MAX}"
+            )));
         }
         Ok(path)
     }
@@ -172,13 +191,28 @@ impl Backend for FileBackend {
 
     async fn open(&self, target: &Location) -> Result<Box<dyn StagedWriter>> {
         let path = self.local_path(target)?;
+        let lexical_parent = path.parent().expect("a target has a parent directory");
+        let existing = lexical_parent
+            .ancestors()
+            .find(|p| p.exists())
+            .map(Path::to_path_buf);
         let parent = self.prepare_parent(target, &path)?;
         let name = target.file_name().to_string();
         // Only named here: the file is created by `create`, once the gateway
         // has this name on record, so a crash never leaves a temp file that
         // no record names.
         let temp = parent.join(format!(".{name}.inprogress.{}", uuid::Uuid::new_v4()));
-        Ok(Box::new(FileWriter::named(temp)))
+        let mut writer = FileWriter::named(temp);
+        // The directories whose entries this Open changes: the temp file's,
+        // and the parent of each directory it created. They are fsynced
+        // before the first handle is returned, so a power cut cannot lose
+        // the name of a persisted file.
+        writer.dirs_to_sync = lexical_parent
+            .ancestors()
+            .take_while(|d| Some(*d) != existing.as_deref().and_then(Path::parent))
+            .map(Path::to_path_buf)
+            .collect();
+        Ok(Box::new(writer))
     }
 
     async fn recover(
@@ -236,11 +270,18 @@ impl Backend for FileBackend {
     ) -> Result<u64> {
         let temp = self.staged_temp(target, handle)?;
         let path = self.local_path(target)?;
-        let position = handle.position;
+        let (position, crc) = (handle.position, handle.crc32c);
         let shown = target.to_string();
+        let roots = self.roots.clone();
         let span = tracing::info_span!("publish", bytes = position);
         tokio::task::spawn_blocking(move || {
-            span.in_scope(|| commit_blocking(&temp, &path, position, after_recovery, &shown))
+            span.in_scope(|| {
+                let staged = Staged {
+                    temp: &temp,
+                    roots: &roots,
+                };
+                commit_blocking(staged, &path, (position, crc), after_recovery, &shown)
+            })
         })
         .await?
     }
@@ -301,7 +342,7 @@ impl Backend for FileBackend {
         }
     }
 
-    async fn list(&self, dir: &Location) -> Result<Vec<Entry>> {
+    async fn list(&self, dir: &Location, page: &super::Page) -> Result<super::Listing> {
         let local = self.confined(dir)?;
         let mut entries = match tokio::fs::read_dir(&local).await {
             Ok(e) => e,
@@ -313,20 +354,29 @@ impl Backend for FileBackend {
             }
             Err(e) => return Err(io_error(e, &format!("listing {dir}"))),
         };
-        let mut out = Vec::new();
+        // Names first (cheap), sorted; metadata only for the page's own.
+        let mut names = Vec::new();
         while let Some(e) = entries
             .next_entry()
             .await
             .map_err(|e| io_error(e, &format!("listing {dir}")))?
         {
             let name = e.file_name().to_string_lossy().into_owned();
-            if is_staging_name(&name) {
-                continue;
+            if !is_staging_name(&name) && page.admits(&name) {
+                names.push((name, e));
             }
-            let meta = e
-                .metadata()
-                .await
-                .map_err(|e| io_error(e, "reading metadata"))?;
+        }
+        names.sort_by(|a, b| a.0.cmp(&b.0));
+        let more = names.len() > page.limit;
+        names.truncate(page.limit);
+        let mut out = Vec::with_capacity(names.len());
+        for (name, e) in names {
+            let meta = match e.metadata().await {
+                Ok(meta) => meta,
+                // Removed since it was listed.
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_error(e, "reading metadata")),
+            };
             let child = if dir.path.is_empty() {
                 name
             } else {
@@ -334,8 +384,7 @@ impl Backend for FileBackend {
             };
             out.push(entry(dir.with_path(child), &meta));
         }
-        out.sort_by(|a, b| a.location.path.cmp(&b.location.path));
-        Ok(out)
+        Ok(super::Listing { entries: out, more })
     }
 
     async fn delete(&self, path: &Location, recursive: bool) -> Result<bool> {
@@ -479,14 +528,80 @@ fn file_staging(s: &Staging) -> Option<&FileStaging> {
     }
 }
 
+/// A temp file and the roots its directory must lie under.
+struct Staged<'a> {
+    temp: &'a Path,
+    roots: &'a [PathBuf],
+}
+
+/// The temp file's directory, opened once and checked: with symlinks
+/// resolved it lies under a root, and the target's directory, as its path
+/// reads now, is that same directory. Publishing then goes through this
+/// handle (`linkat`), so a symlink swapped on the way cannot send the
+/// file anywhere else.
+fn publishing_dir(staged: &Staged, target: &Path, shown: &str) -> Result<File> {
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::io::AsRawFd;
+    let dir = staged.temp.parent().expect("a temp file has a parent");
+    let handle = File::open(dir).map_err(|e| io_error(e, &format!("opening {}", dir.display())))?;
+    let real = fs::read_link(format!("/proc/self/fd/{}", handle.as_raw_fd()))
+        .map_err(|e| io_error(e, "resolving the staged file's directory"))?;
+    if !staged.roots.iter().any(|root| real.starts_with(root)) {
+        return Err(Error::PermissionDenied(format!(
+            "cannot commit {shown}: its directory now resolves to {}, outside every file root (fs.file.allowed-roots)",
+            real.display()
+        )));
+    }
+    let opened = handle
+        .metadata()
+        .map_err(|e| io_error(e, "checking the staged file's directory"))?;
+    let target_dir = target.parent().expect("a target has a parent directory");
+    match fs::metadata(target_dir) {
+        Ok(now) if now.dev() == opened.dev() && now.ino() == opened.ino() => Ok(handle),
+        Ok(_) | Err(_) => Err(Error::FailedPrecondition(format!(
+            "cannot commit {shown}: its directory is no longer the one the file was opened in (a symlink or directory on its path was replaced); the staged file stays, put the directory back and commit again"
+        ))),
+    }
+}
+
+/// `linkat` within one directory: never replaces an existing name.
+fn link_within(dir: &File, from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::io::AsRawFd;
+    let name = |p: &Path| {
+        std::ffi::CString::new(p.file_name().expect("a file name").as_bytes())
+            .map_err(|_| std::io::Error::from(ErrorKind::InvalidInput))
+    };
+    let (from, to) = (name(from)?, name(to)?);
+    let fd = dir.as_raw_fd();
+    // SAFETY: both names are NUL-terminated C strings that outlive the call.
+    match unsafe { libc::linkat(fd, from.as_ptr(), fd, to.as_ptr(), 0) } {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
+    }
+}
+
+/// `unlinkat` within one directory.
+fn unlink_within(dir: &File, name: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::io::AsRawFd;
+    let name = std::ffi::CString::new(name.file_name().expect("a file name").as_bytes())
+        .map_err(|_| std::io::Error::from(ErrorKind::InvalidInput))?;
+    // SAFETY: the name is a NUL-terminated C string that outlives the call.
+    match unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) } {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
+    }
+}
+
 fn commit_blocking(
-    temp: &Path,
+    staged: Staged,
     target: &Path,
-    position: u64,
+    (position, crc): (u64, u32),
     after_recovery: bool,
     shown: &str,
 ) -> Result<u64> {
-    let dir = target.parent().expect("a target has a parent directory");
+    let temp = staged.temp;
     match fs::metadata(temp) {
         Ok(meta) => {
             if meta.len() < position {
@@ -496,17 +611,28 @@ fn commit_blocking(
                 )));
             }
             if meta.len() > position {
-                // A resume handle: bytes staged after it are not part of the file.
-                let f = OpenOptions::new()
+                // A resume handle: bytes staged after it are not part of the
+                // file. Its own bytes must still be there: a Recover of an
+                // earlier handle (on any replica) may have rewritten them.
+                let mut f = OpenOptions::new()
+                    .read(true)
                     .write(true)
                     .open(temp)
                     .map_err(|e| io_error(e, "opening the staged file"))?;
+                let actual = crc_of_prefix(&mut f, position)
+                    .map_err(|e| io_error(e, "reading the staged file"))?;
+                if actual != crc {
+                    return Err(Error::FailedPrecondition(format!(
+                        "cannot commit {shown}: the first {position} bytes of its staged file changed since the handle was taken (CRC32C {actual:08x}, handle {crc:08x}); a Recover of an earlier handle rewrote them"
+                    )));
+                }
                 f.set_len(position)
                     .map_err(|e| io_error(e, "truncating the staged file"))?;
                 f.sync_all()
                     .map_err(|e| io_error(e, "syncing the staged file"))?;
             }
-            match fs::hard_link(temp, target) {
+            let dir = publishing_dir(&staged, target, shown)?;
+            match link_within(&dir, temp, target) {
                 Ok(()) => {}
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => {
                     if after_recovery && same_file(temp, target) {
@@ -520,8 +646,9 @@ fn commit_blocking(
                 }
                 Err(e) => return Err(io_error(e, &format!("publishing {shown}"))),
             }
-            fs::remove_file(temp).map_err(|e| io_error(e, "removing the staged file name"))?;
-            sync_dir(dir)?;
+            unlink_within(&dir, temp).map_err(|e| io_error(e, "removing the staged file name"))?;
+            dir.sync_all()
+                .map_err(|e| io_error(e, &format!("syncing the directory of {shown}")))?;
             Ok(position)
         }
         Err(e) if e.kind() == ErrorKind::NotFound => {
@@ -567,6 +694,28 @@ fn same_file(_: &Path, _: &Path) -> bool {
     false
 }
 
+/// Whether `file` is still the file at `name`.
+fn still_named(file: &File, name: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let gone = || {
+        Error::FailedPrecondition(format!(
+            "the staged file {} was deleted, renamed or replaced while this session wrote it; its bytes are not where a handle could find them: recover from a handle taken before, or restart the file",
+            name.display()
+        ))
+    };
+    let open = file
+        .metadata()
+        .map_err(|e| io_error(e, "checking the staged file"))?;
+    match fs::metadata(name) {
+        Ok(named) if named.dev() == open.dev() && named.ino() == open.ino() && open.nlink() > 0 => {
+            Ok(())
+        }
+        Ok(_) => Err(gone()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Err(gone()),
+        Err(e) => Err(io_error(e, &format!("checking {}", name.display()))),
+    }
+}
+
 fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -607,6 +756,8 @@ struct FileWriter {
     staging_id: String,
     /// The temp file's path as text.
     location: String,
+    /// Directories to fsync at the next Persist (see `open`).
+    dirs_to_sync: Vec<PathBuf>,
 }
 
 impl FileWriter {
@@ -618,6 +769,7 @@ impl FileWriter {
             temp,
             file: None,
             buffer: Vec::new(),
+            dirs_to_sync: Vec::new(),
         }
     }
 
@@ -646,13 +798,29 @@ impl FileWriter {
         result.map_err(|e| io_error(e, &format!("writing {}", self.temp.display())))
     }
 
+    /// Writes out and fsyncs, then checks that the temp file is still the
+    /// one at its name: a file deleted, renamed or replaced under a live
+    /// session (by a namespace call, another replica or anyone with a
+    /// shell) would otherwise get an OK Persist for bytes that are gone.
     async fn sync(&mut self) -> Result<()> {
         self.write_out(None).await?;
         let file = self.file()?;
+        let temp = self.temp.clone();
+        let dirs = std::mem::take(&mut self.dirs_to_sync);
         let span = tracing::info_span!("fsync");
-        tokio::task::spawn_blocking(move || span.in_scope(|| file.sync_data()))
-            .await?
-            .map_err(|e| io_error(e, &format!("syncing {}", self.temp.display())))
+        let unsynced = tokio::task::spawn_blocking(move || {
+            let synced = span
+                .in_scope(|| file.sync_data())
+                .map_err(|e| io_error(e, &format!("syncing {}", temp.display())))
+                .and_then(|()| still_named(&file, &temp))
+                .and_then(|()| dirs.iter().try_for_each(|d| sync_dir(d)));
+            synced.map_err(|e| (e, dirs))
+        })
+        .await?;
+        unsynced.map_err(|(e, dirs)| {
+            self.dirs_to_sync = dirs;
+            e
+        })
     }
 
     fn staging(&self) -> Staging {

@@ -95,8 +95,9 @@ pub trait Backend: Send + Sync {
     /// What is at `path`: a file, a directory (or prefix), or nothing.
     async fn stat(&self, path: &Location) -> Result<Option<Entry>>;
 
-    /// The entries one level below `dir`, staging excluded, sorted by name.
-    async fn list(&self, dir: &Location) -> Result<Vec<Entry>>;
+    /// One page of the entries one level below `dir`, staging excluded,
+    /// sorted by name.
+    async fn list(&self, dir: &Location, page: &Page) -> Result<Listing>;
 
     /// Removes a file, or a directory with `recursive`; `false` when there
     /// was nothing. A non-empty directory without `recursive` is refused.
@@ -122,6 +123,37 @@ pub trait Backend: Send + Sync {
     }
 }
 
+/// Which page of a listing: the entries whose names sort after `after`
+/// (all when empty), at most `limit` of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub after: String,
+    pub limit: usize,
+}
+
+/// One page of a listing, and whether more entries follow it.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    pub entries: Vec<Entry>,
+    pub more: bool,
+}
+
+impl Page {
+    /// Whether an entry named `name` belongs to this page or a later one.
+    pub fn admits(&self, name: &str) -> bool {
+        self.after.is_empty() || name > self.after.as_str()
+    }
+
+    /// This page of `entries` (in any order).
+    pub fn of(&self, mut entries: Vec<Entry>) -> Listing {
+        entries.retain(|e| self.admits(e.location.file_name()));
+        entries.sort_by(|a, b| a.location.file_name().cmp(b.location.file_name()));
+        let more = entries.len() > self.limit;
+        entries.truncate(self.limit);
+        Listing { entries, more }
+    }
+}
+
 /// A stream of file contents.
 pub type ByteStream = futures::stream::BoxStream<'static, Result<Bytes>>;
 
@@ -135,10 +167,58 @@ pub struct Entry {
     pub modified_ms: u64,
 }
 
-/// Whether a file name is sluice's own staging (an in-progress temp file or
-/// a tail object), which the read side never shows.
+/// Whether a file name is one sluice makes for staging: an in-progress temp
+/// file `.<file>.inprogress.<uuid>` or a tail object
+/// `.<file>.tail.<16 hex digits>.<uuid>`. The namespace calls refuse these
+/// names and List never shows them; a name that only looks alike (no UUID
+/// where sluice puts one) is an ordinary file and is listed.
 pub fn is_staging_name(name: &str) -> bool {
-    name.starts_with('.') && (name.contains(".inprogress.") || name.contains(".tail."))
+    fn is_uuid(s: &str) -> bool {
+        s.len() == 36 && uuid::Uuid::try_parse(s).is_ok()
+    }
+    let Some(rest) = name.strip_prefix('.') else {
+        return false;
+    };
+    if let Some((file, id)) = rest.rsplit_once(".inprogress.") {
+        return !file.is_empty() && is_uuid(id);
+    }
+    let Some((head, id)) = rest.rsplit_once('.') else {
+        return false;
+    };
+    match head.rsplit_once(".tail.") {
+        Some((file, token)) => {
+            !file.is_empty()
+                && token.len() == 16
+                && token.bytes().all(|b| b.is_ascii_hexdigit())
+                && is_uuid(id)
+        }
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod staging_name_tests {
+    use super::is_staging_name;
+
+    #[test]
+    fn only_names_sluice_makes_are_staging_names() {
+        let uuid = "0b3c4f5e-1a2b-4c3d-8e9f-001122334455";
+        assert!(is_staging_name(&format!(".part-0.inprogress.{uuid}")));
+        assert!(is_staging_name(&format!(
+            ".a.b.tail.0123456789abcdef.{uuid}"
+        )));
+        for ordinary in [
+            "part-0".to_string(),
+            ".x.inprogress.notes".to_string(),
+            format!(".inprogress.{uuid}"),
+            format!("x.inprogress.{uuid}"),
+            format!(".x.tail.0123.{uuid}"),
+            ".x.tail.0123456789abcdef.later".to_string(),
+            format!(".x.inprogress.{}", &uuid[..35]),
+        ] {
+            assert!(!is_staging_name(&ordinary), "{ordinary}");
+        }
+    }
 }
 
 /// DESIGN.md 1.3 for a Commit whose staging is gone (published already, or

@@ -39,6 +39,7 @@ pub async fn run_all(t: &Target) {
         flink_10_recover_after_commit_fails,
         retried_close_for_commit_returns_the_same_handle,
         flink_11_recover_earlier_handle_invalidates_later,
+        commit_of_handle_cut_off_by_recovery_is_refused,
         offsets_make_writes_idempotent,
         offset_gap_is_out_of_range,
         many_chunks_in_one_call_and_across_calls,
@@ -271,6 +272,47 @@ pub async fn flink_11_recover_earlier_handle_invalidates_later(t: &Target) {
     let (h, _) = close(c, &sid2).await.unwrap();
     commit(c, &h, false).await.unwrap();
     assert_eq!(committed(t, "f11").await, cat(&[D1, D3]));
+}
+
+/// Persist A, write on, persist B, Recover(A), write other bytes, then
+/// Commit(B): B's bytes past A are gone, so the commit must be refused (as
+/// Recover(B) is) rather than publish a file that matches no handle, and
+/// the live session must be left alone. Then the new generation commits.
+pub async fn commit_of_handle_cut_off_by_recovery_is_refused(t: &Target) {
+    let c = &mut t.client.clone();
+    let a_bytes = vec![b'a'; 100];
+    let b_bytes = vec![b'b'; 100];
+    let new_bytes = vec![b'n'; 150];
+    let sid = open(c, &t.uri("stale")).await.unwrap();
+    write_at(c, &sid, 0, &a_bytes).await.unwrap();
+    let (a, _) = persist(c, &sid).await.unwrap();
+    write_at(c, &sid, 100, &b_bytes).await.unwrap();
+    let (b, pos) = persist(c, &sid).await.unwrap();
+    assert_eq!(pos, 200);
+    let (sid2, pos) = recover(c, &a).await.unwrap();
+    assert_eq!(pos, 100);
+    write_at(c, &sid2, 100, &new_bytes).await.unwrap();
+    for after_recovery in [false, true] {
+        let msg = expect_code(
+            commit(c, &b, after_recovery).await,
+            Code::FailedPrecondition,
+        );
+        assert!(msg.contains("later Recover"), "{msg}");
+    }
+    expect_code(recover(c, &b).await, Code::FailedPrecondition);
+    assert!(
+        t.store.read("stale").await.is_none(),
+        "a refused commit published something"
+    );
+    // The recovered session goes on undisturbed.
+    write_at(c, &sid2, 250, b"!").await.unwrap();
+    let (h, size) = close(c, &sid2).await.unwrap();
+    assert_eq!(size, 251);
+    commit(c, &h, false).await.unwrap();
+    assert_eq!(
+        committed(t, "stale").await,
+        cat(&[&a_bytes, &new_bytes, b"!"])
+    );
 }
 
 pub async fn offsets_make_writes_idempotent(t: &Target) {
