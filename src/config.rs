@@ -160,7 +160,23 @@ pub const KNOWN_KEYS: &[(&str, &str)] = &[
     ),
     (
         "rpc.max-concurrent-requests",
-        "RPCs in flight at most; past it, calls are shed with RESOURCE_EXHAUSTED; default 1024",
+        "unary RPCs in flight at most; past it, calls are shed with RESOURCE_EXHAUSTED (health checks are never shed); default 1024",
+    ),
+    (
+        "rpc.max-concurrent-streams",
+        "streaming RPCs (Write, Read) in flight at most, apart from the unary bound; past it, shed with RESOURCE_EXHAUSTED; default 1024",
+    ),
+    (
+        "rpc.max-connections",
+        "client connections held at most; past it, new ones are closed at once; default 4096, and never more than half the open-file limit",
+    ),
+    (
+        "rpc.handshake-timeout",
+        "how long a new connection may take to send its first bytes (TLS or the HTTP/2 preface) before it is closed; default 10s",
+    ),
+    (
+        "sessions.max-open",
+        "write sessions open at most on this gateway, all principals together; past it, Open and Recover answer RESOURCE_EXHAUSTED; default 10000",
     ),
     (
         "rpc.unary-timeout",
@@ -297,19 +313,31 @@ pub struct AzureConfig {
 /// The RPC edge (see `edge.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EdgeConfig {
+    /// Unary RPCs in flight at most.
     pub max_concurrent_requests: usize,
+    /// Streaming RPCs in flight at most.
+    pub max_concurrent_streams: usize,
+    /// Client connections held at most (before the open-file cap).
+    pub max_connections: usize,
+    pub handshake_timeout: std::time::Duration,
     pub unary_timeout: std::time::Duration,
     pub write_idle_timeout: std::time::Duration,
     pub max_message_size: usize,
+    /// Write sessions open at most, all principals together.
+    pub max_sessions: usize,
 }
 
 impl Default for EdgeConfig {
     fn default() -> Self {
         EdgeConfig {
             max_concurrent_requests: 1024,
+            max_concurrent_streams: 1024,
+            max_connections: 4096,
+            handshake_timeout: std::time::Duration::from_secs(10),
             unary_timeout: std::time::Duration::from_secs(60),
             write_idle_timeout: std::time::Duration::from_secs(60),
             max_message_size: 16 * 1024 * 1024,
+            max_sessions: 10_000,
         }
     }
 }
@@ -556,6 +584,19 @@ impl Config {
         if let Some(v) = raw.remove("rpc.max-concurrent-requests") {
             config.edge.max_concurrent_requests =
                 parse_positive("rpc.max-concurrent-requests", &v)? as usize;
+        }
+        if let Some(v) = raw.remove("rpc.max-concurrent-streams") {
+            config.edge.max_concurrent_streams =
+                parse_positive("rpc.max-concurrent-streams", &v)? as usize;
+        }
+        if let Some(v) = raw.remove("rpc.max-connections") {
+            config.edge.max_connections = parse_positive("rpc.max-connections", &v)? as usize;
+        }
+        if let Some(v) = raw.remove("rpc.handshake-timeout") {
+            config.edge.handshake_timeout = parse_duration("rpc.handshake-timeout", &v)?;
+        }
+        if let Some(v) = raw.remove("sessions.max-open") {
+            config.edge.max_sessions = parse_positive("sessions.max-open", &v)? as usize;
         }
         if let Some(v) = raw.remove("rpc.unary-timeout") {
             config.edge.unary_timeout = parse_duration("rpc.unary-timeout", &v)?;

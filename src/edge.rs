@@ -32,6 +32,41 @@ const STREAMING: &[&str] = &[
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
 ];
 
+/// The methods sluice serves, by their gRPC paths. Every other path shares
+/// the label `unknown`, in metrics and span names alike: a caller must not
+/// make the server keep one series per name it makes up.
+const METHODS: &[&str] = &[
+    "/sluice.v1.StorageGateway/Open",
+    "/sluice.v1.StorageGateway/Write",
+    "/sluice.v1.StorageGateway/Persist",
+    "/sluice.v1.StorageGateway/Recover",
+    "/sluice.v1.StorageGateway/CloseForCommit",
+    "/sluice.v1.StorageGateway/Commit",
+    "/sluice.v1.StorageGateway/Cleanup",
+    "/sluice.v1.StorageGateway/Abort",
+    "/sluice.v1.StorageGateway/Capabilities",
+    "/sluice.v1.StorageGateway/Read",
+    "/sluice.v1.StorageGateway/Stat",
+    "/sluice.v1.StorageGateway/List",
+    "/sluice.v1.StorageGateway/Delete",
+    "/sluice.v1.StorageGateway/Mkdirs",
+    "/sluice.v1.StorageGateway/Rename",
+    "/sluice.v1.StorageGateway/Exists",
+    "/grpc.health.v1.Health/Check",
+    "/grpc.health.v1.Health/Watch",
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
+
+/// The method name of a served path (`Open`, `Check`, ...), or `unknown`.
+pub fn method_label(path: &str) -> &'static str {
+    METHODS
+        .iter()
+        .find(|m| **m == path)
+        .and_then(|m| m.rsplit('/').next())
+        .unwrap_or("unknown")
+}
+
 /// The tracing span of one RPC, carrying its request id. The caller's W3C
 /// trace context becomes its parent (the one place it is extracted). The
 /// domain fills in scheme, authority, session, bytes, position and parts;
@@ -42,7 +77,11 @@ pub fn rpc_span(request: &Request<Body>) -> tracing::Span {
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let method = request.uri().path().trim_start_matches('/');
+    let path = request.uri().path();
+    let method = match method_label(path) {
+        "unknown" => "unknown",
+        _ => path.trim_start_matches('/'),
+    };
     let span = tracing::info_span!(
         "rpc",
         otel.name = %method,
@@ -83,18 +122,23 @@ fn status_response(status: tonic::Status) -> Response<Body> {
     status.into_http()
 }
 
-/// Sheds calls past a bound on RPCs in flight.
+/// Sheds calls past a bound on RPCs in flight. Unary calls and streams
+/// have bounds of their own, so streams that sit idle until their timeout
+/// never keep a Persist or Commit out; health checks are never shed, so a
+/// loaded gateway is not taken for a dead one.
 #[derive(Clone)]
 pub struct ShedLayer {
-    permits: Arc<Semaphore>,
-    limit: usize,
+    unary: Arc<Semaphore>,
+    streams: Arc<Semaphore>,
+    limits: (usize, usize),
 }
 
 impl ShedLayer {
-    pub fn new(limit: usize) -> ShedLayer {
+    pub fn new(unary: usize, streams: usize) -> ShedLayer {
         ShedLayer {
-            permits: Arc::new(Semaphore::new(limit)),
-            limit,
+            unary: Arc::new(Semaphore::new(unary)),
+            streams: Arc::new(Semaphore::new(streams)),
+            limits: (unary, streams),
         }
     }
 }
@@ -130,11 +174,31 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let Ok(permit) = self.layer.permits.clone().try_acquire_owned() else {
-            let limit = self.layer.limit;
+        let path = request.uri().path();
+        if path.starts_with("/grpc.health.v1.Health/") {
+            return Box::pin(self.inner.call(request));
+        }
+        let (permits, limit, key, what) = if STREAMING.contains(&path) {
+            let limit = self.layer.limits.1;
+            (
+                &self.layer.streams,
+                limit,
+                "rpc.max-concurrent-streams",
+                "streams",
+            )
+        } else {
+            let limit = self.layer.limits.0;
+            (
+                &self.layer.unary,
+                limit,
+                "rpc.max-concurrent-requests",
+                "unary RPCs",
+            )
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
             return Box::pin(async move {
                 Ok(status_response(tonic::Status::resource_exhausted(format!(
-                    "the gateway is at its bound of {limit} RPCs in flight (rpc.max-concurrent-requests); retry with backoff"
+                    "the gateway is at its bound of {limit} {what} in flight ({key}); retry with backoff"
                 ))))
             });
         };
@@ -314,13 +378,7 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let method = request
-            .uri()
-            .path()
-            .rsplit('/')
-            .next()
-            .unwrap_or_default()
-            .to_string();
+        let method = method_label(request.uri().path()).to_string();
         let future = self.inner.call(request);
         let metrics = self.metrics.clone();
         Box::pin(async move {
@@ -336,5 +394,29 @@ where
                 .inc();
             Ok(response)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every RPC of the proto files is a known method, so none of them is
+    /// counted as `unknown`.
+    #[test]
+    fn every_proto_method_has_its_own_label() {
+        let proto = include_str!("../proto/sluice/v1/gateway.proto");
+        let rpcs: Vec<&str> = proto
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("rpc "))
+            .map(|l| l.split('(').next().unwrap().trim())
+            .collect();
+        assert_eq!(rpcs.len(), 16);
+        for rpc in rpcs {
+            let path = format!("/sluice.v1.StorageGateway/{rpc}");
+            assert_eq!(method_label(&path), rpc);
+        }
+        assert_eq!(method_label("/sluice.v1.StorageGateway/Nope"), "unknown");
+        assert_eq!(method_label(&format!("/{}", "x".repeat(8000))), "unknown");
     }
 }

@@ -35,6 +35,7 @@ pub mod edge;
 pub mod error;
 pub mod gateway;
 pub mod handle;
+pub mod incoming;
 pub mod janitor;
 pub mod limit;
 pub mod location;

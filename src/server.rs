@@ -87,6 +87,7 @@ impl Server {
             config.signing.key.clone(),
             config.signing.key_id.clone(),
             data_dir,
+            state.has_records(),
         )?
         .with_verification(config.signing.verification.clone())?;
         tracing::info!(signing = keys.signing_id(), accepted = ?keys.accepted_ids(), "handle keys");
@@ -120,7 +121,8 @@ impl Server {
             keys,
             state,
             metrics,
-        );
+        )
+        .with_max_sessions(config.edge.max_sessions);
         Ok(Server {
             admin: None,
             grace_period: config.shutdown_grace,
@@ -265,8 +267,10 @@ pub async fn run(
     if server.tls.is_none() && server.auth.is_some() && !addr.ip().is_loopback() {
         tracing::warn!(address = %addr, "bearer tokens travel in plaintext: configure rpc.tls.*");
     }
+    let connections = crate::incoming::connection_bound(edge.max_connections);
     tracing::info!(
         address = %addr,
+        max_connections = connections,
         schemes = ?server.gateway.registry().schemes().collect::<Vec<_>>(),
         tls = if server.tls.is_some() { "on" } else { "off" },
         auth = if server.auth.is_some() { "bearer tokens" } else { "off" },
@@ -283,7 +287,10 @@ pub async fn run(
                 .on_response(crate::edge::record_status),
         )
         .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(ShedLayer::new(edge.max_concurrent_requests))
+        .layer(ShedLayer::new(
+            edge.max_concurrent_requests,
+            edge.max_concurrent_streams,
+        ))
         .layer(UnaryDeadlineLayer(edge.unary_timeout))
         .layer(OversizeLayer);
     let edge_layers = tower::ServiceBuilder::new()
@@ -329,16 +336,19 @@ pub async fn run(
         // round trip: far below what a Write stream can carry.
         .initial_stream_window_size(Some(STREAM_WINDOW))
         .initial_connection_window_size(Some(CONNECTION_WINDOW))
+        // A peer that stops answering pings is dropped with its streams.
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
         .layer(edge_layers)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(api)
-        // TCP_NODELAY on every accepted socket: the builder's own setting
-        // applies only to listeners it binds itself. Without it, Nagle held
-        // back the end of small answers until the client's delayed ACK:
-        // 40 ms per Persist (measured with sluice-bench).
-        .serve_with_incoming_shutdown(nodelay_incoming(listener), signal);
+        // Bounded connections with TCP_NODELAY (see incoming.rs).
+        .serve_with_incoming_shutdown(
+            crate::incoming::bounded(listener, connections, edge.handshake_timeout),
+            signal,
+        );
     let grace = server.grace_period;
     let result = tokio::select! {
         result = serve => result,

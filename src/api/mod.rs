@@ -48,13 +48,16 @@ impl GatewayApi {
         Ok(caller)
     }
 
-    /// The next message of a Write call, within the idle timeout.
+    /// The next message of a Write call, within the idle timeout counted
+    /// from `progress`, the last time the call added bytes: messages that
+    /// add none (empty, or all already applied) do not keep a call alive.
     async fn next_write(
         &self,
         stream: &mut Streaming<WriteRequest>,
+        progress: tokio::time::Instant,
     ) -> Result<Option<WriteRequest>, Status> {
         let idle = self.edge.write_idle_timeout;
-        match tokio::time::timeout(idle, stream.message()).await {
+        match tokio::time::timeout_at(progress + idle, stream.message()).await {
             Ok(Ok(message)) => Ok(message),
             Ok(Err(status)) if crate::edge::is_oversize(&status) => {
                 Err(Status::resource_exhausted(format!(
@@ -141,12 +144,14 @@ impl StorageGateway for GatewayApi {
 
     async fn list(&self, request: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
         let caller = self.caller(&request)?;
-        let entries = self
+        let req = request.into_inner();
+        let (entries, next_page_token) = self
             .gateway
-            .list(&request.into_inner().path, &caller)
+            .list(&req.path, req.page_size, &req.page_token, &caller)
             .await?;
         Ok(Response::new(ListResponse {
             entries: entries.into_iter().map(file_status).collect(),
+            next_page_token,
         }))
     }
 
@@ -215,15 +220,22 @@ impl StorageGateway for GatewayApi {
     ) -> Result<Response<WriteResponse>, Status> {
         let caller = self.caller(&request)?;
         let mut stream = request.into_inner();
-        let first = self.next_write(&mut stream).await?.ok_or_else(|| {
-            Status::invalid_argument(
-                "the Write call sent no message: send at least one with a session_id",
-            )
-        })?;
+        let mut progress = tokio::time::Instant::now();
+        let first = self
+            .next_write(&mut stream, progress)
+            .await?
+            .ok_or_else(|| {
+                Status::invalid_argument(
+                    "the Write call sent no message: send at least one with a session_id",
+                )
+            })?;
         let guard = self.gateway.begin_write(&first.session_id, &caller)?;
         let mut bytes = first.data.len() as u64;
         let mut position = guard.append(first.offset, first.data).await?;
-        while let Some(msg) = self.next_write(&mut stream).await? {
+        if bytes > 0 {
+            progress = tokio::time::Instant::now();
+        }
+        while let Some(msg) = self.next_write(&mut stream, progress).await? {
             if !msg.session_id.is_empty() && msg.session_id != first.session_id {
                 return Err(Status::invalid_argument(format!(
                     "one Write call writes one session: got {} after {}",
@@ -231,7 +243,11 @@ impl StorageGateway for GatewayApi {
                 )));
             }
             bytes += msg.data.len() as u64;
+            let before = position;
             position = guard.append(msg.offset, msg.data).await?;
+            if position > before {
+                progress = tokio::time::Instant::now();
+            }
         }
         tracing::Span::current().record("bytes", bytes);
         Ok(Response::new(WriteResponse { position }))

@@ -18,11 +18,12 @@ async fn capabilities(
 #[tokio::test]
 async fn calls_past_the_bound_are_shed_and_the_server_keeps_serving() {
     let server =
-        TestServer::start("rpc.max-concurrent-requests: 2\nfs.memory.limit.output: 1\n").await;
+        TestServer::start("rpc.max-concurrent-requests: 1\nfs.memory.limit.output: 1\n").await;
     let mut c = server.client().await;
     let holder = open(&mut c, "memory://edge/holder").await.unwrap();
-    // In flight: an Open waiting for the one output slot, and a Write call
-    // whose stream stays open.
+    // In flight: an Open waiting for the one output slot (the one unary
+    // slot), and a Write call whose stream stays open (a stream slot,
+    // counted apart).
     let waiter = {
         let mut c = c.clone();
         tokio::spawn(async move { open(&mut c, "memory://edge/waiter").await })
@@ -50,18 +51,20 @@ async fn calls_past_the_bound_are_shed_and_the_server_keeps_serving() {
         "shedding should be immediate"
     );
     assert!(msg.contains("rpc.max-concurrent-requests"), "{msg}");
-    // The Write call ends: room for a call again.
+    // The waiting Open is given up: its slot is free for a call again.
+    waiter.abort();
+    let _ = waiter.await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while capabilities(&mut c).await.is_err() {
+        assert!(Instant::now() < deadline, "the given-up Open kept its slot");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     drop(tx);
     writing.await.unwrap().unwrap();
     let (h, _) = close(&mut c, &holder).await.unwrap();
     commit(&mut c, &h, false).await.unwrap();
-    let sid = tokio::time::timeout(Duration::from_secs(5), waiter)
-        .await
-        .expect("the waiting Open proceeds")
-        .unwrap()
-        .unwrap();
+    let sid = open(&mut c, "memory://edge/after").await.unwrap();
     abort(&mut c, &sid).await.unwrap();
-    capabilities(&mut c).await.unwrap();
 }
 
 #[tokio::test]
