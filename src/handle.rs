@@ -52,10 +52,15 @@ impl HandleKeys {
 
     /// Uses `key` when given, or else the key kept in `data_dir`, creating
     /// that (readable by the owner only) on first start.
+    /// `state_has_records`: the state store holds sessions or stagings, so
+    /// handles signed by the key in the data dir are out there; a missing
+    /// key file is then refused rather than silently replaced, which would
+    /// make every one of them unrecoverable.
     pub fn load_or_create(
         key: Option<Vec<u8>>,
         key_id: Option<String>,
         data_dir: &Path,
+        state_has_records: bool,
     ) -> Result<HandleKeys> {
         if let Some(key) = key {
             return Ok(HandleKeys::new(key, key_id));
@@ -64,6 +69,13 @@ impl HandleKeys {
         let key = match std::fs::read_to_string(&path) {
             Ok(text) => crate::config::parse_signing_key(&text)
                 .map_err(|e| Error::InvalidArgument(format!("{}: {e}", path.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && state_has_records => {
+                return Err(Error::InvalidArgument(format!(
+                    "the handle signing key {} is missing, but the state store beside it holds sessions and staged files whose handles it signed; a new key would make all of them unrecoverable. Restore the file from a backup (or set handle.signing.key to the same key); to start afresh on purpose, remove the state directory {} too",
+                    path.display(),
+                    data_dir.join("state").display()
+                )));
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut key = vec![0u8; 32];
                 getrandom::fill(&mut key).map_err(|e| {
@@ -275,8 +287,8 @@ mod tests {
     #[test]
     fn key_is_created_once_and_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let a = HandleKeys::load_or_create(None, None, dir.path()).unwrap();
-        let b = HandleKeys::load_or_create(None, None, dir.path()).unwrap();
+        let a = HandleKeys::load_or_create(None, None, dir.path(), false).unwrap();
+        let b = HandleKeys::load_or_create(None, None, dir.path(), false).unwrap();
         assert_eq!(b.open(&a.seal(&body())).unwrap(), body());
         #[cfg(unix)]
         {

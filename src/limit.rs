@@ -472,8 +472,12 @@ impl Backend for LimitedBackend {
         self.inner.stat(path).await
     }
 
-    async fn list(&self, dir: &Location) -> Result<Vec<Entry>> {
-        self.inner.list(dir).await
+    async fn list(
+        &self,
+        dir: &Location,
+        page: &crate::backend::Page,
+    ) -> Result<crate::backend::Listing> {
+        self.inner.list(dir, page).await
     }
 
     async fn delete(&self, path: &Location, recursive: bool) -> Result<bool> {

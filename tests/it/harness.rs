@@ -424,14 +424,25 @@ pub async fn stat(c: &mut Client, path: &str) -> Result<FileStatus, Status> {
         .expect("a status"))
 }
 
+/// Every entry of a directory, page after page.
 pub async fn list_names(c: &mut Client, path: &str) -> Result<Vec<(String, bool)>, Status> {
-    Ok(c.list(ListRequest { path: path.into() })
-        .await?
-        .into_inner()
-        .entries
-        .into_iter()
-        .map(|e| (e.name, e.is_dir))
-        .collect())
+    let mut out = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = c
+            .list(ListRequest {
+                path: path.into(),
+                page_size: 0,
+                page_token,
+            })
+            .await?
+            .into_inner();
+        out.extend(page.entries.into_iter().map(|e| (e.name, e.is_dir)));
+        if page.next_page_token.is_empty() {
+            return Ok(out);
+        }
+        page_token = page.next_page_token;
+    }
 }
 
 pub async fn exists(c: &mut Client, path: &str) -> bool {

@@ -465,6 +465,7 @@ async fn bearer_tokens_map_to_principals_with_prefixes_and_session_caps() {
             bob,
             ListRequest {
                 path: "memory://m/".into(),
+                ..Default::default()
             },
         ))
         .await,

@@ -214,8 +214,16 @@ class Writer:
             raise from_rpc_error(error) from None
 
     def list(self, path: str) -> List[pb.FileStatus]:
-        """The entries one level below a directory; staging never shows."""
-        return list(self._call(self._stub.List, pb.ListRequest(path=path)).entries)
+        """The entries one level below a directory, sorted by name; staging
+        never shows. Large directories come in pages, fetched here in turn."""
+        entries: List[pb.FileStatus] = []
+        token = ""
+        while True:
+            page = self._call(self._stub.List, pb.ListRequest(path=path, page_token=token))
+            entries.extend(page.entries)
+            token = page.next_page_token
+            if not token:
+                return entries
 
     def exists(self, path: str) -> bool:
         return self._call(self._stub.Exists, pb.ExistsRequest(path=path)).exists
