@@ -70,7 +70,20 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl From<sled::Error> for Error {
     fn from(err: sled::Error) -> Self {
-        Error::Internal(format!("state store (sled) failed: {err}"))
+        match &err {
+            sled::Error::Io(io)
+                if io.kind() == std::io::ErrorKind::StorageFull
+                    || io.raw_os_error() == Some(libc::ENOSPC) =>
+            {
+                Error::ResourceExhausted(format!(
+                    "the state store's disk is full ({err}): free space in the gateway's data dir, then restart the gateway (/readyz and /healthz say so meanwhile)"
+                ))
+            }
+            sled::Error::Io(_) => Error::Unavailable(format!(
+                "the state store (sled) failed to read or write its files ({err}); check the data dir's disk, then restart the gateway"
+            )),
+            _ => Error::Internal(format!("state store (sled) failed: {err}")),
+        }
     }
 }
 

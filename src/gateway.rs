@@ -364,6 +364,16 @@ impl Gateway {
         self.state.flush().await
     }
 
+    /// Why the state store is failing, if it is: after a probe that fails
+    /// again (it clears the failure when sled works once more).
+    pub async fn state_failure(&self) -> Option<String> {
+        self.state.failure()?;
+        match self.state.probe().await {
+            Ok(()) => None,
+            Err(e) => Some(e.to_string()),
+        }
+    }
+
     fn resolve(&self, path: &str) -> Result<(Location, Arc<dyn Backend>)> {
         let location = Location::resolve(path, &self.default_scheme)?;
         refuse_staging_names(&location)?;

@@ -302,12 +302,19 @@ pub async fn run(
     // 503, no new connection is accepted, and in-flight RPCs get at most the
     // grace period to finish.
     let ready = Arc::new(AtomicBool::new(true));
+    let state_failure = StateFailure::default();
+    let state_watch = tokio::spawn(watch_state(
+        server.gateway.clone(),
+        health.clone(),
+        ready.clone(),
+        state_failure.clone(),
+    ));
     let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let admin = match server.admin.take() {
         Some(listener) => Some(tokio::spawn(serve_admin(
             listener,
             server.gateway.metrics().clone(),
-            ready.clone(),
+            (ready.clone(), state_failure),
             admin_stopped,
         ))),
         None => None,
@@ -371,17 +378,60 @@ pub async fn run(
     }
     janitor.abort();
     reclaimed.abort();
+    state_watch.abort();
     server.gateway.flush().await?;
     tracing::info!("state flushed; stopped");
     result.map_err(|e| Error::Internal(format!("the gRPC server failed: {e}")))
 }
 
+/// Why the state store fails, while it does.
+type StateFailure = Arc<std::sync::Mutex<Option<String>>>;
+
+/// Watches the state store every second. While it fails (a full or broken
+/// disk), gRPC health says NOT_SERVING and `/readyz` 503 with the reason,
+/// so no load balancer sends calls that can only fail; once a probe write
+/// succeeds again, both return to serving.
+async fn watch_state(
+    gateway: Arc<Gateway>,
+    health: tonic_health::server::HealthReporter,
+    ready: Arc<AtomicBool>,
+    failure: StateFailure,
+) {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let now = gateway.state_failure().await;
+        let before = failure.lock().unwrap().clone();
+        if now == before {
+            continue;
+        }
+        *failure.lock().unwrap() = now.clone();
+        if !ready.load(Ordering::Acquire) {
+            continue; // shutting down: health stays NOT_SERVING
+        }
+        match now {
+            Some(why) => {
+                tracing::error!(error = %why, "the state store fails: not ready until it works again");
+                health
+                    .set_not_serving::<StorageGatewayServer<GatewayApi>>()
+                    .await;
+            }
+            None => {
+                tracing::info!("the state store works again: ready");
+                health
+                    .set_serving::<StorageGatewayServer<GatewayApi>>()
+                    .await;
+            }
+        }
+    }
+}
+
 /// The admin HTTP port: `/metrics` (Prometheus text), `/healthz` (the
-/// process is up), `/readyz` (503 once a shutdown began).
+/// process is up), `/readyz` (503 once a shutdown began, or while the state
+/// store fails).
 async fn serve_admin(
     listener: TcpListener,
     metrics: Arc<Metrics>,
-    ready: Arc<AtomicBool>,
+    (ready, state_failure): (Arc<AtomicBool>, StateFailure),
     stop: tokio::sync::oneshot::Receiver<()>,
 ) {
     use axum::http::{StatusCode, header};
@@ -399,14 +449,35 @@ async fn serve_admin(
                 )
             }),
         )
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", {
+            // Live unless the state store failed: sled 0.34 does not resume
+            // after a failed write in a running process, so only a restart
+            // (which an orchestrator makes on a failing liveness probe)
+            // brings the gateway back once space is freed.
+            let state_failure = state_failure.clone();
+            get(move || async move {
+                match state_failure.lock().unwrap().clone() {
+                    None => (StatusCode::OK, "ok\n".to_string()),
+                    Some(why) => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("the state store failed ({why}); free space or fix the data dir's disk, then restart the gateway\n"),
+                    ),
+                }
+            })
+        })
         .route(
             "/readyz",
             get(move || async move {
-                if ready.load(Ordering::Acquire) {
-                    (StatusCode::OK, "ready\n")
+                let failure = state_failure.lock().unwrap().clone();
+                if !ready.load(Ordering::Acquire) {
+                    (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".to_string())
+                } else if let Some(why) = failure {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("not ready: the state store fails ({why}); free space or fix the data dir's disk, then restart the gateway (/healthz fails meanwhile, so an orchestrator does)\n"),
+                    )
                 } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+                    (StatusCode::OK, "ready\n".to_string())
                 }
             }),
         );

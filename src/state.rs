@@ -31,6 +31,9 @@ pub struct StateStore {
     sessions: sled::Tree,
     stagings: sled::Tree,
     group: Arc<GroupCommit>,
+    /// The last failure of sled, until a probe write succeeds again: while
+    /// set, the gateway reports itself not ready.
+    failure: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// Tickets of the group commit: a caller takes the next request number
@@ -71,6 +74,7 @@ impl StateStore {
             stagings: db.open_tree("stagings")?,
             db,
             group: Arc::default(),
+            failure: Arc::default(),
         })
     }
 
@@ -79,13 +83,35 @@ impl StateStore {
         !self.sessions.is_empty() || !self.stagings.is_empty()
     }
 
+    /// Passes a sled result through, remembering a failure.
+    fn noted<T>(&self, result: sled::Result<T>) -> Result<T> {
+        result.map_err(|e| {
+            *self.failure.lock().unwrap() = Some(e.to_string());
+            Error::from(e)
+        })
+    }
+
+    /// Why the state store is failing, if it is.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().unwrap().clone()
+    }
+
+    /// Writes and flushes a probe record; a success clears the failure.
+    pub async fn probe(&self) -> Result<()> {
+        let written = self.db.insert("probe", &now_ms().to_be_bytes()[..]);
+        self.noted(written)?;
+        self.flush().await?;
+        *self.failure.lock().unwrap() = None;
+        Ok(())
+    }
+
     pub fn session(&self, id: &str) -> Result<Option<SessionRecord>> {
         get(&self.sessions, id)
     }
 
     pub fn put_session(&self, id: &str, record: &SessionRecord) -> Result<()> {
-        self.sessions.insert(id, record.encode_to_vec())?;
-        Ok(())
+        let inserted = self.sessions.insert(id, record.encode_to_vec());
+        self.noted(inserted).map(drop)
     }
 
     pub fn staging(&self, id: &str) -> Result<Option<StagingRecord>> {
@@ -93,8 +119,8 @@ impl StateStore {
     }
 
     pub fn put_staging(&self, id: &str, record: &StagingRecord) -> Result<()> {
-        self.stagings.insert(id, record.encode_to_vec())?;
-        Ok(())
+        let inserted = self.stagings.insert(id, record.encode_to_vec());
+        self.noted(inserted).map(drop)
     }
 
     /// Staging records last changed before `before_ms`.
@@ -108,13 +134,13 @@ impl StateStore {
     }
 
     pub fn remove_staging(&self, id: &str) -> Result<()> {
-        self.stagings.remove(id)?;
-        Ok(())
+        let removed = self.stagings.remove(id);
+        self.noted(removed).map(drop)
     }
 
     pub fn remove_session(&self, id: &str) -> Result<()> {
-        self.sessions.remove(id)?;
-        Ok(())
+        let removed = self.sessions.remove(id);
+        self.noted(removed).map(drop)
     }
 
     /// Makes every change so far durable. Concurrent callers share flushes
@@ -131,10 +157,13 @@ impl StateStore {
                 return Ok(());
             }
             let covers = group.requested.load(Ordering::SeqCst);
-            let (db, group) = (self.db.clone(), group.clone());
+            let (db, group, failure) = (self.db.clone(), group.clone(), self.failure.clone());
             tokio::task::spawn_blocking(move || {
                 let _running = running;
-                db.flush()?;
+                if let Err(e) = db.flush() {
+                    *failure.lock().unwrap() = Some(e.to_string());
+                    return Err(Error::from(e));
+                }
                 group.flushes.fetch_add(1, Ordering::Relaxed);
                 group.flushed.fetch_max(covers, Ordering::SeqCst);
                 Ok::<_, Error>(())

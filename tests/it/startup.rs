@@ -188,3 +188,111 @@ async fn a_full_disk_fails_writes_and_keeps_what_was_persisted() {
     assert_eq!(read_all(&mut c, &at("kept"), 0, 0).await.unwrap(), expected);
     gateway.kill9();
 }
+
+/// The data dir, sled's state included, on an 8 MiB tmpfs: once the disk
+/// is full, no call answers INTERNAL (sled's failures are
+/// RESOURCE_EXHAUSTED or UNAVAILABLE), and the gateway says it is not
+/// ready (health NOT_SERVING, `/readyz` 503 with the reason) for as long as
+/// its state store fails; it never looks healthy while it cannot keep
+/// state. Once space is freed, it is ready again exactly when calls work.
+#[tokio::test]
+async fn a_full_state_disk_makes_the_gateway_not_ready_until_state_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let script = format!(
+        "mount -t tmpfs -o size=8m tmpfs '{data}' && exec '{sluice}' serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --data-dir '{data}'",
+        data = data.display(),
+        sluice = env!("CARGO_BIN_EXE_sluice"),
+    );
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "--user",
+        "--map-root-user",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    let gateway = Gateway::from_command(cmd);
+    let mut c = connect(gateway.addr).await;
+    let root = data.join("files");
+    let at = |name: &str| format!("file://{}/{name}", root.display());
+    put_file(&mut c, &at("filler"), &vec![1u8; 3 << 20]).await;
+    let (code, _) = crate::restart::http_get(gateway.admin, "/readyz").await;
+    assert_eq!(code, 200);
+
+    // Fill the disk, then keep sled writing (each file:// Open flushes it).
+    let hog = open(&mut c, &at("hog")).await.unwrap();
+    let chunk = vec![2u8; 256 << 10];
+    let mut offset = 0u64;
+    while let Ok(p) = write_at(&mut c, &hog, offset, &chunk).await {
+        offset = p;
+        assert!(offset < 16 << 20, "an 8 MiB tmpfs took {offset} bytes");
+    }
+    let mut not_ready = None;
+    for i in 0..400 {
+        if let Err(status) = open(&mut c, &at(&format!("small-{i}"))).await {
+            assert_ne!(status.code(), Code::Internal, "{status:?}");
+        }
+        let (code, body) = crate::restart::http_get(gateway.admin, "/readyz").await;
+        if code == 503 {
+            not_ready = Some(body);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let body = not_ready.expect("the gateway stayed ready on a full state disk");
+    assert!(body.contains("state store"), "{body}");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(
+        tonic::transport::Channel::from_shared(format!("http://{}", gateway.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    );
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "sluice.v1.StorageGateway".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(status, 2, "health says SERVING while the state store fails");
+
+    // Free space. Ready again exactly when calls work again.
+    abort(&mut c, &hog).await.ok();
+    assert!(delete(&mut c, &at("filler"), false).await.unwrap());
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let (code, body) = crate::restart::http_get(gateway.admin, "/readyz").await;
+    let works = async {
+        let sid = open(&mut c, "memory://after/full").await?;
+        write_at(&mut c, &sid, 0, b"works").await?;
+        let (h, _) = close(&mut c, &sid).await?;
+        commit(&mut c, &h, false).await
+    }
+    .await;
+    let (live, live_body) = crate::restart::http_get(gateway.admin, "/healthz").await;
+    eprintln!(
+        "after freeing space: /readyz {code}: {}; /healthz {live}",
+        body.trim()
+    );
+    match code {
+        200 => {
+            works.expect("ready, yet calls fail");
+            assert_eq!(live, 200);
+        }
+        _ => {
+            // sled 0.34 stays failed in this process: not ready, and not
+            // live either, so an orchestrator restarts it.
+            assert!(body.contains("restart the gateway"), "{body}");
+            assert_eq!(live, 503, "{live_body}");
+            let status = works.expect_err("calls work, yet not ready");
+            assert_ne!(status.code(), Code::Internal, "{status:?}");
+        }
+    }
+    gateway.kill9();
+}
