@@ -254,7 +254,9 @@ impl Backend for FileBackend {
                 .append(true)
                 .open(&temp)
                 .map_err(|e| io_error(e, &format!("reopening {}", temp.display())))?;
+            let meta = file.metadata().map_err(|e| io_error(e, "checking the staged file"))?;
             let mut writer = FileWriter::named(temp);
+            writer.identity = Some(identity_of(&meta));
             writer.file = Some(Arc::new(file));
             Ok(writer)
         })
@@ -694,24 +696,30 @@ fn same_file(_: &Path, _: &Path) -> bool {
     false
 }
 
+/// A file's device and inode.
+fn identity_of(meta: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (meta.dev(), meta.ino())
+}
+
+/// The staged file is no longer at its name.
+fn gone(name: &Path) -> Error {
+    Error::FailedPrecondition(format!(
+        "the staged file {} was deleted, renamed or replaced while this session wrote it; its bytes are not where a handle could find them: recover from a handle taken before, or restart the file",
+        name.display()
+    ))
+}
+
 /// Whether `file` is still the file at `name`.
 fn still_named(file: &File, name: &Path) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
-    let gone = || {
-        Error::FailedPrecondition(format!(
-            "the staged file {} was deleted, renamed or replaced while this session wrote it; its bytes are not where a handle could find them: recover from a handle taken before, or restart the file",
-            name.display()
-        ))
-    };
     let open = file
         .metadata()
         .map_err(|e| io_error(e, "checking the staged file"))?;
     match fs::metadata(name) {
-        Ok(named) if named.dev() == open.dev() && named.ino() == open.ino() && open.nlink() > 0 => {
-            Ok(())
-        }
-        Ok(_) => Err(gone()),
-        Err(e) if e.kind() == ErrorKind::NotFound => Err(gone()),
+        Ok(named) if identity_of(&named) == identity_of(&open) && open.nlink() > 0 => Ok(()),
+        Ok(_) => Err(gone(name)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Err(gone(name)),
         Err(e) => Err(io_error(e, &format!("checking {}", name.display()))),
     }
 }
@@ -749,8 +757,14 @@ fn io_error(e: std::io::Error, doing: &str) -> Error {
 /// A temp file being written.
 struct FileWriter {
     temp: PathBuf,
-    /// `None` before `create` and once closed for commit.
+    /// Open only while the session has bytes written since its last
+    /// Persist: an idle or persisted session holds no file descriptor.
     file: Option<Arc<File>>,
+    /// The temp file's device and inode, once created: a reopen must find
+    /// the same file at the name.
+    identity: Option<(u64, u64)>,
+    /// Closed for commit: no more writes.
+    closed: bool,
     /// Small writes gathered until `WRITE_BUFFER` bytes.
     buffer: Vec<u8>,
     staging_id: String,
@@ -768,20 +782,49 @@ impl FileWriter {
             location: temp.display().to_string(),
             temp,
             file: None,
+            identity: None,
+            closed: false,
             buffer: Vec::new(),
             dirs_to_sync: Vec::new(),
         }
     }
 
-    fn file(&self) -> Result<Arc<File>> {
-        self.file
-            .clone()
-            .ok_or_else(|| Error::Internal("the staged file is already closed".into()))
+    /// The temp file, opened again (for appending) if it was closed at the
+    /// last Persist; it must still be the file this session created.
+    async fn file(&mut self) -> Result<Arc<File>> {
+        if let Some(file) = &self.file {
+            return Ok(file.clone());
+        }
+        if self.closed {
+            return Err(Error::Internal("the staged file is already closed".into()));
+        }
+        let (temp, identity) = (self.temp.clone(), self.identity);
+        let file = tokio::task::spawn_blocking(move || -> Result<File> {
+            let file = match OpenOptions::new().append(true).open(&temp) {
+                Ok(f) => f,
+                Err(e) if e.kind() == ErrorKind::NotFound => return Err(gone(&temp)),
+                Err(e) => return Err(io_error(e, &format!("reopening {}", temp.display()))),
+            };
+            let meta = file
+                .metadata()
+                .map_err(|e| io_error(e, "checking the staged file"))?;
+            if identity.is_some_and(|id| id != identity_of(&meta)) {
+                return Err(gone(&temp));
+            }
+            Ok(file)
+        })
+        .await??;
+        let file = Arc::new(file);
+        self.file = Some(file.clone());
+        Ok(file)
     }
 
     /// Writes `data` (after anything buffered) to the file, off the runtime.
     async fn write_out(&mut self, data: Option<Bytes>) -> Result<()> {
-        let file = self.file()?;
+        if data.is_none() && self.buffer.is_empty() {
+            return Ok(());
+        }
+        let file = self.file().await?;
         let mut buffered = std::mem::take(&mut self.buffer);
         let (mut buffered, result) = tokio::task::spawn_blocking(move || {
             let mut f = &*file;
@@ -804,17 +847,28 @@ impl FileWriter {
     /// shell) would otherwise get an OK Persist for bytes that are gone.
     async fn sync(&mut self) -> Result<()> {
         self.write_out(None).await?;
-        let file = self.file()?;
-        let temp = self.temp.clone();
+        // Closed once synced (dropped with this task): see `file`.
+        let file = self.file.take();
+        let (temp, identity) = (self.temp.clone(), self.identity);
         let dirs = std::mem::take(&mut self.dirs_to_sync);
         let span = tracing::info_span!("fsync");
         let unsynced = tokio::task::spawn_blocking(move || {
-            let synced = span
-                .in_scope(|| file.sync_data())
-                .map_err(|e| io_error(e, &format!("syncing {}", temp.display())))
-                .and_then(|()| still_named(&file, &temp))
-                .and_then(|()| dirs.iter().try_for_each(|d| sync_dir(d)));
-            synced.map_err(|e| (e, dirs))
+            let synced = match &file {
+                Some(file) => span
+                    .in_scope(|| file.sync_data())
+                    .map_err(|e| io_error(e, &format!("syncing {}", temp.display())))
+                    .and_then(|()| still_named(file, &temp)),
+                // Nothing written since the last sync: only check the name.
+                None => match fs::metadata(&temp) {
+                    Ok(meta) if Some(identity_of(&meta)) == identity => Ok(()),
+                    Ok(_) => Err(gone(&temp)),
+                    Err(e) if e.kind() == ErrorKind::NotFound => Err(gone(&temp)),
+                    Err(e) => Err(io_error(e, &format!("checking {}", temp.display()))),
+                },
+            };
+            synced
+                .and_then(|()| dirs.iter().try_for_each(|d| sync_dir(d)))
+                .map_err(|e| (e, dirs))
         })
         .await?;
         unsynced.map_err(|(e, dirs)| {
@@ -850,7 +904,11 @@ impl StagedWriter for FileWriter {
                 .map_err(|e| io_error(e, &format!("creating {}", temp.display())))
         })
         .await??;
-        self.file = Some(Arc::new(file));
+        let meta = file
+            .metadata()
+            .map_err(|e| io_error(e, "checking the staged file"))?;
+        self.identity = Some(identity_of(&meta));
+        // Not kept open: the first write opens it (see `file`).
         Ok(())
     }
 
@@ -870,7 +928,7 @@ impl StagedWriter for FileWriter {
 
     async fn close_for_commit(&mut self) -> Result<Staging> {
         self.sync().await?;
-        self.file = None;
+        self.closed = true;
         Ok(self.staging())
     }
 

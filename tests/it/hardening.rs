@@ -532,3 +532,36 @@ async fn large_directories_are_listed_in_pages() {
     let capped = page(u32::MAX, String::new()).await;
     assert_eq!(capped.entries.len(), 10_000, "a page holds at most 10,000");
 }
+
+/// A file:// session holds a file descriptor only while it has bytes
+/// written since its last Persist: 300 persisted sessions hold none.
+#[tokio::test]
+async fn persisted_file_sessions_hold_no_file_descriptors() {
+    fn fds() -> usize {
+        std::fs::read_dir("/proc/self/fd").unwrap().count()
+    }
+    let server = TestServer::start("").await;
+    let mut c = server.client().await;
+    let root = server.file_root().join("fds");
+    let before = fds();
+    let mut sids = Vec::new();
+    for i in 0..300 {
+        let sid = open(&mut c, &format!("file://{}/f{i}", root.display()))
+            .await
+            .unwrap();
+        write_at(&mut c, &sid, 0, b"persisted").await.unwrap();
+        persist(&mut c, &sid).await.unwrap();
+        sids.push(sid);
+    }
+    let held = fds().saturating_sub(before);
+    assert!(held < 30, "300 persisted sessions hold {held} descriptors");
+    // They go on writing (each reopens its own temp file) and commit.
+    for (i, sid) in sids.iter().enumerate() {
+        write_at(&mut c, sid, 9, format!(" {i}").as_bytes())
+            .await
+            .unwrap();
+        let (h, _) = close(&mut c, sid).await.unwrap();
+        commit(&mut c, &h, false).await.unwrap();
+    }
+    assert_eq!(std::fs::read(root.join("f299")).unwrap(), b"persisted 299");
+}
