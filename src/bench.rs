@@ -35,6 +35,8 @@ use crate::proto::*;
 pub const MIB: u64 = 1 << 20;
 pub const GIB: u64 = 1 << 30;
 
+pub mod soak;
+
 pub type BenchResult<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 /// What one run writes.
@@ -210,6 +212,11 @@ impl Child {
 
     pub fn stats(&self) -> ProcStats {
         proc_stats(self.process.id())
+    }
+
+    /// File descriptors the process holds.
+    pub fn fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.process.id())).map_or(0, |d| d.count())
     }
 
     /// Restarts the peak-RSS count (Linux `clear_refs` 5).

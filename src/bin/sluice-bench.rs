@@ -31,6 +31,9 @@ enum Cmd {
     Suite(SuiteArgs),
     /// One workload through sluice, with the baseline for its scheme.
     Run(RunArgs),
+    /// Many writers persisting on file:// for a long time (default 64 for
+    /// 10 minutes), the server's RSS, fds and Persist latency every 10 s.
+    Soak(SoakArgs),
     /// Draws the throughput-by-writers chart (SVG) from a report's JSON.
     Chart {
         /// A report written by `suite --json`.
@@ -104,6 +107,61 @@ struct RunArgs {
     connection_per_writer: bool,
 }
 
+#[derive(clap::Args)]
+struct SoakArgs {
+    /// The sluice binary; default: beside this executable.
+    #[arg(long)]
+    sluice: Option<PathBuf>,
+    #[arg(long, default_value_t = 64)]
+    writers: usize,
+    /// How long, e.g. 10min or 30s.
+    #[arg(long, default_value = "10min")]
+    duration: String,
+    /// How often the server is sampled.
+    #[arg(long, default_value = "10s")]
+    interval: String,
+    #[arg(long, default_value = "64kb")]
+    chunk: String,
+    #[arg(long, default_value = "1mb")]
+    persist_every: String,
+    /// Each file is committed and deleted at this size, then the next begins.
+    #[arg(long, default_value = "64mb")]
+    file_size: String,
+    /// Write the samples as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+async fn soak(args: SoakArgs) -> BenchResult<()> {
+    use sluice::bench::soak;
+    use sluice::config::parse_duration;
+    let bin = find_sluice(args.sluice)?;
+    let options = soak::SoakOptions {
+        writers: args.writers,
+        duration: parse_duration("--duration", &args.duration)?,
+        interval: parse_duration("--interval", &args.interval)?,
+        chunk: size("--chunk", &args.chunk)?.max(1) as usize,
+        persist_every: size("--persist-every", &args.persist_every)?.max(1),
+        file_size: size("--file-size", &args.file_size)?.max(1),
+    };
+    eprintln!(
+        "soak: {} writers on file:// for {:?}, a sample every {:?} (Ctrl-C stops it)",
+        options.writers, options.duration, options.interval
+    );
+    let samples = soak::run(&bin, &options, |s| {
+        eprintln!(
+            "  t={:>5.0}s  rss={:>7.1} MiB  fds={:>5}  persists={:>6}  p99={:>7.2} ms  {:>6.1} MiB/s",
+            s.at_s, s.rss_mib, s.fds, s.persists, s.persist_p99_ms, s.mib_per_s
+        );
+    })
+    .await?;
+    print!("{}", soak::table(&samples));
+    if let Some(path) = args.json {
+        std::fs::write(&path, serde_json::to_string_pretty(&samples)?)?;
+    }
+    Ok(())
+}
+
 fn size(key: &str, value: &str) -> BenchResult<u64> {
     if value == "0" {
         return Ok(0);
@@ -119,6 +177,7 @@ fn main() {
             Cmd::Sink { listen } => serve_sink(&listen).await,
             Cmd::Suite(args) => suite(args).await,
             Cmd::Run(args) => run_one(args).await,
+            Cmd::Soak(args) => soak(args).await,
             Cmd::Chart { json, svg } => chart(&json, &svg),
         }
     });
