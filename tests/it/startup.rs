@@ -103,6 +103,29 @@ fn a_data_dir_in_use_by_another_sluice_is_refused() {
     first.kill9();
 }
 
+/// `sluice serve` with `args`, after mounting a tmpfs of `size` on `dir`
+/// in user and mount namespaces of its own (so the mount needs no
+/// privilege outside them).
+fn serve_on_tmpfs(dir: &std::path::Path, size: &str, args: &str) -> Gateway {
+    let script = format!(
+        "mount -t tmpfs -o size={size} tmpfs '{dir}' && exec '{sluice}' serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 {args}",
+        dir = dir.display(),
+        sluice = env!("CARGO_BIN_EXE_sluice"),
+    );
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "--user",
+        "--map-root-user",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    Gateway::from_command(cmd)
+}
+
 /// A file root on a 4 MiB tmpfs (mounted in user and mount namespaces of
 /// the gateway's own): a Write that fills it gets RESOURCE_EXHAUSTED; what was
 /// persisted before recovers and commits byte-exact once space is freed.
@@ -117,26 +140,15 @@ async fn a_full_disk_fails_writes_and_keeps_what_was_persisted() {
         format!("fs.file.allowed-roots: {}\n", root.display()),
     )
     .unwrap();
-    let script = format!(
-        "mount -t tmpfs -o size=4m tmpfs '{root}' && exec '{sluice}' serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --data-dir '{data}' --config '{config}'",
-        root = root.display(),
-        sluice = env!("CARGO_BIN_EXE_sluice"),
-        data = dir.path().join("data").display(),
-        config = config.display(),
+    let gateway = serve_on_tmpfs(
+        &root,
+        "4m",
+        &format!(
+            "--data-dir '{}' --config '{}'",
+            dir.path().join("data").display(),
+            config.display()
+        ),
     );
-    // A user namespace too: then the mount needs no privilege outside it.
-    let mut cmd = Command::new("unshare");
-    cmd.args([
-        "--user",
-        "--map-root-user",
-        "--mount",
-        "--propagation",
-        "private",
-        "sh",
-        "-c",
-        &script,
-    ]);
-    let gateway = Gateway::from_command(cmd);
     let mut c = connect(gateway.addr).await;
     let at = |name: &str| format!("file://{}/{name}", root.display());
 
@@ -200,23 +212,7 @@ async fn a_full_state_disk_makes_the_gateway_not_ready_until_state_works() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir(&data).unwrap();
-    let script = format!(
-        "mount -t tmpfs -o size=8m tmpfs '{data}' && exec '{sluice}' serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --data-dir '{data}'",
-        data = data.display(),
-        sluice = env!("CARGO_BIN_EXE_sluice"),
-    );
-    let mut cmd = Command::new("unshare");
-    cmd.args([
-        "--user",
-        "--map-root-user",
-        "--mount",
-        "--propagation",
-        "private",
-        "sh",
-        "-c",
-        &script,
-    ]);
-    let gateway = Gateway::from_command(cmd);
+    let gateway = serve_on_tmpfs(&data, "8m", &format!("--data-dir '{}'", data.display()));
     let mut c = connect(gateway.addr).await;
     let root = data.join("files");
     let at = |name: &str| format!("file://{}/{name}", root.display());
@@ -246,13 +242,12 @@ async fn a_full_state_disk_makes_the_gateway_not_ready_until_state_works() {
     }
     let body = not_ready.expect("the gateway stayed ready on a full state disk");
     assert!(body.contains("state store"), "{body}");
-    let mut health = tonic_health::pb::health_client::HealthClient::new(
-        tonic::transport::Channel::from_shared(format!("http://{}", gateway.addr))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap(),
-    );
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", gateway.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     let status = health
         .check(tonic_health::pb::HealthCheckRequest {
             service: "sluice.v1.StorageGateway".into(),
