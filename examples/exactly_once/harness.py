@@ -44,6 +44,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import job as job_module  # noqa: E402  (the source and transform to check against)
 
+# A job run that checkpoints nothing for this long is hung.
+HUNG_AFTER = 120
+# The final cleanup has failed once the leftovers stop going down for this long.
+CLEANUP_STALLED_AFTER = 30
 METHODS = ["Write", "Persist", "CloseForCommit", "Commit", "Recover", "Open"]
 WHENS = ["before", "during", "after"]
 VICTIMS = ["job", "gateway", "both"]
@@ -217,6 +221,12 @@ class Harness:
     def crashes(self) -> int:
         return sum(self.counts.values())
 
+    def checkpoint_mtime(self) -> float:
+        try:
+            return self.checkpoint.stat().st_mtime_ns
+        except FileNotFoundError:
+            return 0
+
     def run_job_once(self, want_crash: bool) -> int:
         """One run of the job, crashed when asked. Returns its exit code
         (negative: killed by that signal).
@@ -257,13 +267,20 @@ class Harness:
                         restored.set()
 
             threading.Thread(target=watch_stdout, daemon=True).start()
-            deadline = time.time() + 120
+            # The watchdog counts from the job's last progress (its last
+            # checkpoint), not from its start: a final run with much left
+            # to write is busy, not hung.
+            last_progress, last_checkpoint = time.time(), self.checkpoint_mtime()
             kill_at: Optional[float] = None
             while proc.poll() is None:
                 now = time.time()
-                if now > deadline:
+                checkpoint = self.checkpoint_mtime()
+                if checkpoint != last_checkpoint:
+                    last_progress, last_checkpoint = now, checkpoint
+                if now > last_progress + HUNG_AFTER:
                     proc.kill()
-                    raise RuntimeError(f"the job hung for 120 s; see {stderr_path}")
+                    raise RuntimeError(
+                        f"the job made no progress (no checkpoint) for {HUNG_AFTER} s; see {stderr_path}")
                 armed = restored.is_set() and (
                     not required or len(self.crash_log.read_text().splitlines()) > fired_before)
                 if want_crash and kill_at is None and armed:
@@ -321,9 +338,18 @@ class Harness:
             for gw in self.gateways:
                 gw.kill()
                 gw.start("janitor.ttl: 1s\njanitor.interval: 1s\n")
-            deadline = time.time() + 30
-            while self.backend.leftovers() and time.time() < deadline:
+            # Each janitor works through every staging its sled knows: with
+            # hundreds of parts that takes longer than any fixed wait, so
+            # wait while the leftovers keep going down.
+            left = self.backend.leftovers()
+            last_progress = time.time()
+            while left and time.time() < last_progress + CLEANUP_STALLED_AFTER:
                 time.sleep(0.5)
+                now_left = self.backend.leftovers()
+                if len(now_left) < len(left):
+                    last_progress = time.time()
+                left = now_left
+                self.progress(f"final cleanup: {len(left)} leftovers")
             leftovers = self.backend.leftovers()
             verdict = self.verify()
         finally:
