@@ -24,6 +24,10 @@ use prost::Message;
 use crate::error::{Error, Result};
 use crate::proto::{SessionRecord, StagingRecord};
 
+/// sled's page cache at most (its default, 1 GiB, let a soak's RSS climb
+/// by 150 MiB in four minutes of persists).
+const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
 /// The sled database and its trees.
 #[derive(Clone)]
 pub struct StateStore {
@@ -54,7 +58,11 @@ struct GroupCommit {
 impl StateStore {
     /// Opens (or creates) the database in `dir`.
     pub fn open(dir: &Path) -> Result<StateStore> {
-        let db = sled::Config::new().path(dir).open().map_err(|e| {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(CACHE_BYTES)
+            .open()
+            .map_err(|e| {
             let hint = match &e {
                 sled::Error::Io(io) if io.kind() == std::io::ErrorKind::PermissionDenied => {
                     "the data dir is not writable by this user: fix its owner or mode, or pass another --data-dir"
