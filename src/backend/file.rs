@@ -566,15 +566,17 @@ fn publishing_dir(staged: &Staged, target: &Path, shown: &str) -> Result<File> {
     }
 }
 
+/// The last component of `path` as a C string, for the `*at` calls.
+fn c_file_name(path: &Path) -> std::io::Result<std::ffi::CString> {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(path.file_name().expect("a file name").as_bytes())
+        .map_err(|_| std::io::Error::from(ErrorKind::InvalidInput))
+}
+
 /// `linkat` within one directory: never replaces an existing name.
 fn link_within(dir: &File, from: &Path, to: &Path) -> std::io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
     use std::os::unix::io::AsRawFd;
-    let name = |p: &Path| {
-        std::ffi::CString::new(p.file_name().expect("a file name").as_bytes())
-            .map_err(|_| std::io::Error::from(ErrorKind::InvalidInput))
-    };
-    let (from, to) = (name(from)?, name(to)?);
+    let (from, to) = (c_file_name(from)?, c_file_name(to)?);
     let fd = dir.as_raw_fd();
     // SAFETY: both names are NUL-terminated C strings that outlive the call.
     match unsafe { libc::linkat(fd, from.as_ptr(), fd, to.as_ptr(), 0) } {
@@ -585,10 +587,8 @@ fn link_within(dir: &File, from: &Path, to: &Path) -> std::io::Result<()> {
 
 /// `unlinkat` within one directory.
 fn unlink_within(dir: &File, name: &Path) -> std::io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
     use std::os::unix::io::AsRawFd;
-    let name = std::ffi::CString::new(name.file_name().expect("a file name").as_bytes())
-        .map_err(|_| std::io::Error::from(ErrorKind::InvalidInput))?;
+    let name = c_file_name(name)?;
     // SAFETY: the name is a NUL-terminated C string that outlives the call.
     match unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) } {
         0 => Ok(()),
@@ -716,8 +716,16 @@ fn still_named(file: &File, name: &Path) -> Result<()> {
     let open = file
         .metadata()
         .map_err(|e| io_error(e, "checking the staged file"))?;
+    if open.nlink() == 0 {
+        return Err(gone(name));
+    }
+    still_at(name, Some(identity_of(&open)))
+}
+
+/// Whether the file at `name` is the one with `identity`.
+fn still_at(name: &Path, identity: Option<(u64, u64)>) -> Result<()> {
     match fs::metadata(name) {
-        Ok(named) if identity_of(&named) == identity_of(&open) && open.nlink() > 0 => Ok(()),
+        Ok(named) if Some(identity_of(&named)) == identity => Ok(()),
         Ok(_) => Err(gone(name)),
         Err(e) if e.kind() == ErrorKind::NotFound => Err(gone(name)),
         Err(e) => Err(io_error(e, &format!("checking {}", name.display()))),
@@ -859,12 +867,7 @@ impl FileWriter {
                     .map_err(|e| io_error(e, &format!("syncing {}", temp.display())))
                     .and_then(|()| still_named(file, &temp)),
                 // Nothing written since the last sync: only check the name.
-                None => match fs::metadata(&temp) {
-                    Ok(meta) if Some(identity_of(&meta)) == identity => Ok(()),
-                    Ok(_) => Err(gone(&temp)),
-                    Err(e) if e.kind() == ErrorKind::NotFound => Err(gone(&temp)),
-                    Err(e) => Err(io_error(e, &format!("checking {}", temp.display()))),
-                },
+                None => still_at(&temp, identity),
             };
             synced
                 .and_then(|()| dirs.iter().try_for_each(|d| sync_dir(d)))
