@@ -263,16 +263,7 @@ async fn unknown_methods_share_one_metric_label() {
 }
 
 async fn health_ok(server: &TestServer) {
-    let channel = crate::liveness::health_channel(server).await;
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-    let r = tokio::time::timeout(
-        Duration::from_secs(5),
-        health.check(tonic_health::pb::HealthCheckRequest::default()),
-    )
-    .await
-    .expect("health answers")
-    .expect("health is not shed");
-    assert_eq!(r.into_inner().status, 1);
+    assert_eq!(health_status(server.addr, "").await, 1);
 }
 
 #[tokio::test]

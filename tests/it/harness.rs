@@ -110,6 +110,26 @@ pub struct JanitorCounts {
     pub temp_files: usize,
 }
 
+/// gRPC health's status of `service` ("" for the whole server) at `addr`,
+/// within 5 s.
+pub async fn health_status(addr: SocketAddr, service: &str) -> i32 {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let request = tonic_health::pb::HealthCheckRequest {
+        service: service.into(),
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), health.check(request))
+        .await
+        .expect("health answers")
+        .expect("health is not shed")
+        .into_inner()
+        .status
+}
+
 pub async fn connect(addr: SocketAddr) -> Client {
     StorageGatewayClient::connect(format!("http://{addr}"))
         .await

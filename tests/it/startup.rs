@@ -242,20 +242,7 @@ async fn a_full_state_disk_makes_the_gateway_not_ready_until_state_works() {
     }
     let body = not_ready.expect("the gateway stayed ready on a full state disk");
     assert!(body.contains("state store"), "{body}");
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", gateway.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-    let status = health
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: "sluice.v1.StorageGateway".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status;
+    let status = health_status(gateway.addr, "sluice.v1.StorageGateway").await;
     assert_eq!(status, 2, "health says SERVING while the state store fails");
 
     // Free space. Ready again exactly when calls work again.
