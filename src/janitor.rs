@@ -8,7 +8,10 @@ use std::sync::Arc;
 
 use crate::backend::Removed;
 use crate::config::JanitorConfig;
+use crate::error::Result;
 use crate::gateway::Gateway;
+use crate::location::Location;
+use crate::state::now_ms;
 
 /// Sweeps every `config.interval` until the task is dropped or aborted.
 pub async fn run(gateway: Arc<Gateway>, config: JanitorConfig) {
@@ -26,7 +29,7 @@ pub async fn run(gateway: Arc<Gateway>, config: JanitorConfig) {
     tick.tick().await; // the first tick is immediate; start one interval in
     loop {
         tick.tick().await;
-        match gateway.sweep(config.ttl).await {
+        match sweep(&gateway, config.ttl).await {
             Ok(r) if r == Removed::default() => {}
             Ok(r) => {
                 record("upload", r.uploads);
@@ -42,4 +45,66 @@ pub async fn run(gateway: Arc<Gateway>, config: JanitorConfig) {
             Err(e) => tracing::warn!(error = %e, "janitor sweep failed; will try again"),
         }
     }
+}
+
+/// Removes staging that nothing can use any more: every staging record
+/// untouched for `ttl` whose session is not live here, with what it
+/// staged (temp file, or upload and tail objects), and old session
+/// records. Returns what it removed.
+pub async fn sweep(gateway: &Gateway, ttl: std::time::Duration) -> Result<Removed> {
+    let before = now_ms().saturating_sub(ttl.as_millis() as u64);
+    let mut removed = Removed::default();
+    for (id, record) in gateway.state().stagings_before(before)? {
+        let _staging = gateway.lock_staging(&id).await;
+        if gateway.is_live(&record.owner_session) {
+            continue;
+        }
+        // Re-read under the lock: a Recover may have just taken it.
+        match gateway.state().staging(&id)? {
+            Some(current) if current.updated_ms < before => {}
+            _ => continue,
+        }
+        let target = match Location::resolve(&record.target, gateway.default_scheme()) {
+            Ok(t) => t,
+            Err(_) => {
+                gateway.state().remove_staging(&id)?;
+                continue;
+            }
+        };
+        let Ok(backend) = gateway.registry().get(&target.scheme) else {
+            // Its scheme is no longer configured: keep the record, so
+            // the staging is removed once the scheme is back.
+            continue;
+        };
+        let result = if record.committed_size.is_some() {
+            // Published: only tails that the commit failed to remove.
+            backend
+                .remove_artefacts(&target, &id, &record.tails)
+                .await
+                .map(|tails| Removed {
+                    tails,
+                    ..Removed::default()
+                })
+        } else {
+            backend
+                .remove_staging(&target, &id, &record.location, &record.tails)
+                .await
+        };
+        match result {
+            Ok(r) => {
+                removed += r;
+                gateway.state().remove_staging(&id)?;
+            }
+            Err(e) => {
+                tracing::warn!(target = %target, error = %e, "janitor could not remove a staging; will try again")
+            }
+        }
+    }
+    for (id, _) in gateway.state().sessions_before(before)? {
+        if !gateway.is_live(&id) {
+            gateway.state().remove_session(&id)?;
+        }
+    }
+    gateway.state().flush().await?;
+    Ok(removed)
 }

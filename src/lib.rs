@@ -41,6 +41,7 @@ pub mod limit;
 pub mod location;
 pub mod metrics;
 pub mod server;
+pub mod settings;
 pub mod state;
 pub mod telemetry;
 

@@ -28,28 +28,16 @@ use crate::error::{Error, Result};
 use crate::location::Location;
 use crate::proto::HandleBody;
 
-/// `fs.<scheme>.limit.*` of one scheme; `None` is unlimited.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StreamLimits {
-    pub total: Option<usize>,
-    pub output: Option<usize>,
-    pub input: Option<usize>,
-    /// How long to wait for a slot; `None` waits forever.
-    pub timeout: Option<Duration>,
-    /// Inactivity after which a stream may be reclaimed; `None` never.
-    pub stream_timeout: Option<Duration>,
-}
+pub use crate::backend::StreamLimits;
 
-impl StreamLimits {
-    fn describe(&self, scheme: &str) -> String {
-        let n = |v: Option<usize>| v.map_or("unlimited".to_string(), |v| v.to_string());
-        format!(
-            "fs.{scheme}.limit.total={}, output={}, input={}",
-            n(self.total),
-            n(self.output),
-            n(self.input)
-        )
-    }
+fn describe(limits: &StreamLimits, scheme: &str) -> String {
+    let n = |v: Option<usize>| v.map_or("unlimited".to_string(), |v| v.to_string());
+    format!(
+        "fs.{scheme}.limit.total={}, output={}, input={}",
+        n(limits.total),
+        n(limits.output),
+        n(limits.input)
+    )
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -322,7 +310,7 @@ impl StreamLimiter {
             self.scheme,
             waited.as_millis(),
             self.scheme,
-            self.limits.describe(&self.scheme),
+            describe(&self.limits, &self.scheme),
             state.open_output,
             state.open_input,
             state.waiters.len()
@@ -558,4 +546,25 @@ impl StagedWriter for LimitedWriter {
     async fn discard(self: Box<Self>) -> Result<()> {
         self.inner.discard().await
     }
+}
+
+/// Wraps the backend of every scheme that has `fs.<scheme>.limit.*` keys in
+/// a [`StreamLimitLayer`]; returns the limiters.
+pub fn apply(
+    registry: &mut crate::backend::Registry,
+    limits: &std::collections::BTreeMap<String, StreamLimits>,
+    metrics: &Arc<crate::metrics::Metrics>,
+) -> Vec<Arc<StreamLimiter>> {
+    use tower::Layer;
+    let mut limiters = Vec::new();
+    for (scheme, limits) in limits {
+        if let Some(backend) = registry.backend(scheme).cloned() {
+            let layer = StreamLimitLayer::new(scheme, *limits, metrics.clone());
+            limiters.push(layer.limiter().clone());
+            registry.register(scheme, Arc::new(layer.layer(backend)));
+        } else {
+            tracing::warn!(scheme = %scheme, "fs.{scheme}.limit.* is set but the scheme is not served");
+        }
+    }
+    limiters
 }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use sluice::config::{Config, KNOWN_KEYS, env_name};
+use sluice::config::{Config, env_name, known_keys};
 use sluice::server::{Server, ServerOptions, run};
 use sluice::telemetry::Telemetry;
 
@@ -58,7 +58,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Keys => {
-            for (key, what) in KNOWN_KEYS {
+            for (key, what) in known_keys() {
                 println!("{key}\n    {what}\n    env: {}", env_name(key));
             }
             std::process::ExitCode::SUCCESS

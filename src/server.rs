@@ -14,9 +14,7 @@ use tokio::net::TcpListener;
 use crate::api::GatewayApi;
 use crate::auth::Authenticator;
 use crate::backend::Registry;
-use crate::backend::file::FileBackend;
 use crate::backend::memory::MemoryStores;
-use crate::backend::object::ObjectBackend;
 use crate::config::{Config, JanitorConfig};
 use crate::error::{Error, Result};
 use crate::gateway::Gateway;
@@ -91,26 +89,15 @@ impl Server {
         )?
         .with_verification(config.signing.verification.clone())?;
         tracing::info!(signing = keys.signing_id(), accepted = ?keys.accepted_ids(), "handle keys");
-        let roots = if config.file_roots.is_empty() {
-            vec![data_dir.join("files")]
-        } else {
-            config.file_roots.clone()
+        let context = crate::backend::BuildContext {
+            data_dir,
+            memory: &options.memory,
         };
-        let mut registry = Registry::default();
-        registry.register("file", Arc::new(FileBackend::new(&roots)?));
-        registry.register(
-            "memory",
-            Arc::new(ObjectBackend::new(
-                options.memory.clone(),
-                config.memory,
-                false,
-            )),
-        );
-        register_cloud(&mut registry, config);
+        let mut registry = Registry::build(&config.backends, &context)?;
         let auth = Authenticator::new(&config.principals, &config.default_scheme)?.map(Arc::new);
         let tls = config.tls.as_ref().map(load_tls).transpose()?;
         let metrics = Metrics::new();
-        let limiters = registry.limit(&config.limits, &metrics);
+        let limiters = crate::limit::apply(&mut registry, &config.limits, &metrics);
         for key in &config.unknown_keys {
             tracing::warn!(key = %key, "unknown configuration key ignored (see `sluice keys` for the known ones)");
         }
@@ -169,40 +156,6 @@ async fn end_reclaimed_sessions(gateway: Arc<Gateway>) {
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         gateway.end_reclaimed().await;
-    }
-}
-
-/// Registers the cloud schemes whose keys are configured.
-fn register_cloud(registry: &mut Registry, config: &Config) {
-    use crate::backend::cloud::{AzureStores, GcsStores, S3Stores};
-    if let Some(s3) = &config.s3 {
-        for scheme in ["s3", "s3a"] {
-            let stores = Arc::new(S3Stores::new(scheme, s3.clone()));
-            registry.register(
-                scheme,
-                Arc::new(ObjectBackend::new(stores, s3.upload, true)),
-            );
-        }
-    }
-    if let Some(oss) = &config.oss {
-        let stores = Arc::new(S3Stores::new("oss", oss.clone()));
-        registry.register(
-            "oss",
-            Arc::new(ObjectBackend::new(stores, oss.upload, true)),
-        );
-    }
-    if let Some(gcs) = &config.gcs {
-        let stores = Arc::new(GcsStores::new(gcs.clone()));
-        registry.register("gs", Arc::new(ObjectBackend::new(stores, gcs.upload, true)));
-    }
-    if let Some(azure) = &config.azure {
-        for scheme in ["az", "abfs", "abfss"] {
-            let stores = Arc::new(AzureStores::new(scheme, azure.clone()));
-            registry.register(
-                scheme,
-                Arc::new(ObjectBackend::new(stores, azure.upload, true)),
-            );
-        }
     }
 }
 

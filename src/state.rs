@@ -22,7 +22,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use prost::Message;
 
 use crate::error::{Error, Result};
-use crate::proto::{SessionRecord, StagingRecord};
+use crate::location::Location;
+use crate::proto::{SessionRecord, SessionStatus, StagingRecord};
 
 /// sled's page cache at most (its default, 1 GiB, let a soak's RSS climb
 /// by 150 MiB in four minutes of persists).
@@ -222,6 +223,40 @@ pub fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// A staging's first record: `location` is what the janitor removes.
+pub fn new_staging(target: &Location, location: String) -> StagingRecord {
+    let now = now_ms();
+    StagingRecord {
+        target: target.to_string(),
+        location,
+        created_ms: now,
+        updated_ms: now,
+        ..Default::default()
+    }
+}
+
+/// A session's record as of now.
+pub fn session_record(
+    target: &Location,
+    staging_id: &str,
+    status: SessionStatus,
+    position: u64,
+    principal: &str,
+) -> SessionRecord {
+    let now = now_ms();
+    SessionRecord {
+        target: target.to_string(),
+        staging_id: staging_id.to_string(),
+        status: status as i32,
+        persisted_position: position,
+        created_ms: now,
+        updated_ms: now,
+        superseded_by: String::new(),
+        commit_handle: Vec::new(),
+        principal: principal.to_string(),
+    }
 }
 
 #[cfg(test)]

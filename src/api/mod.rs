@@ -98,7 +98,7 @@ impl StorageGateway for GatewayApi {
         use futures::StreamExt;
         let caller = self.caller(&request)?;
         let req = request.into_inner();
-        let (location, stream) = self
+        let crate::gateway::Reading { location, stream } = self
             .gateway
             .read(&req.path, req.offset, req.length, &caller)
             .await?;
@@ -145,13 +145,13 @@ impl StorageGateway for GatewayApi {
     async fn list(&self, request: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
         let caller = self.caller(&request)?;
         let req = request.into_inner();
-        let (entries, next_page_token) = self
+        let page = self
             .gateway
             .list(&req.path, req.page_size, &req.page_token, &caller)
             .await?;
         Ok(Response::new(ListResponse {
-            entries: entries.into_iter().map(file_status).collect(),
-            next_page_token,
+            entries: page.entries.into_iter().map(file_status).collect(),
+            next_page_token: page.next_page_token,
         }))
     }
 
@@ -204,13 +204,13 @@ impl StorageGateway for GatewayApi {
     async fn open(&self, request: Request<OpenRequest>) -> Result<Response<OpenResponse>, Status> {
         let caller = self.caller(&request)?;
         let req = request.into_inner();
-        let (session_id, path) = self
+        let opened = self
             .gateway
             .open(&req.path, req.inject_entropy, &caller)
             .await?;
         Ok(Response::new(OpenResponse {
-            session_id,
-            path: path.to_string(),
+            session_id: opened.session_id,
+            path: opened.target.to_string(),
         }))
     }
 
@@ -258,11 +258,14 @@ impl StorageGateway for GatewayApi {
         request: Request<PersistRequest>,
     ) -> Result<Response<PersistResponse>, Status> {
         let caller = self.caller(&request)?;
-        let (handle, position) = self
+        let issued = self
             .gateway
             .persist(&request.into_inner().session_id, &caller)
             .await?;
-        Ok(Response::new(PersistResponse { handle, position }))
+        Ok(Response::new(PersistResponse {
+            handle: issued.handle,
+            position: issued.position,
+        }))
     }
 
     async fn recover(
@@ -270,14 +273,14 @@ impl StorageGateway for GatewayApi {
         request: Request<RecoverRequest>,
     ) -> Result<Response<RecoverResponse>, Status> {
         let caller = self.caller(&request)?;
-        let (session_id, position, path) = self
+        let recovered = self
             .gateway
             .recover(&request.into_inner().handle, &caller)
             .await?;
         Ok(Response::new(RecoverResponse {
-            session_id,
-            position,
-            path: path.to_string(),
+            session_id: recovered.session_id,
+            position: recovered.position,
+            path: recovered.target.to_string(),
         }))
     }
 
@@ -286,11 +289,14 @@ impl StorageGateway for GatewayApi {
         request: Request<CloseForCommitRequest>,
     ) -> Result<Response<CloseForCommitResponse>, Status> {
         let caller = self.caller(&request)?;
-        let (handle, size) = self
+        let issued = self
             .gateway
             .close_for_commit(&request.into_inner().session_id, &caller)
             .await?;
-        Ok(Response::new(CloseForCommitResponse { handle, size }))
+        Ok(Response::new(CloseForCommitResponse {
+            handle: issued.handle,
+            size: issued.position,
+        }))
     }
 
     async fn commit(
@@ -299,13 +305,13 @@ impl StorageGateway for GatewayApi {
     ) -> Result<Response<CommitResponse>, Status> {
         let caller = self.caller(&request)?;
         let req = request.into_inner();
-        let (path, size) = self
+        let committed = self
             .gateway
             .commit(&req.handle, req.after_recovery, &caller)
             .await?;
         Ok(Response::new(CommitResponse {
-            path: path.to_string(),
-            size,
+            path: committed.target.to_string(),
+            size: committed.size,
         }))
     }
 

@@ -1,4 +1,4 @@
-//! Storage backends, one per URI scheme.
+//! Storage backends, one folder each, one line each in [`KINDS`].
 //!
 //! A [`Backend`] knows how to stage a file for one scheme, and a
 //! [`StagedWriter`] is one file being staged. The gateway owns everything
@@ -6,11 +6,17 @@
 //! state); a backend only moves bytes and reports where they are staged, as a
 //! [`Staging`] that goes into the handle.
 //!
-//! - `file`: [`file::FileBackend`], a hidden temp file renamed on commit.
+//! A backend's folder declares it as a [`BackendKind`]: its schemes, its
+//! configuration keys and a constructor from its section of the
+//! configuration. To add a scheme: a folder with a `KIND`, and its line in
+//! [`KINDS`].
+//!
+//! - `file`: a hidden temp file linked to its target on commit.
 //! - `memory`: [`object::ObjectBackend`] over [`memory::MemoryUploads`], the
 //!   same multipart code the cloud stores use, in process.
-//! - `s3`, `s3a`, `oss`, `gs`, `az`, `abfs`, `abfss`: [`object::ObjectBackend`]
-//!   over the stores of [`cloud`], registered when configured.
+//! - `s3` (`s3`, `s3a`), `oss`, `gcs` (`gs`), `azure` (`az`, `abfs`,
+//!   `abfss`): [`object::ObjectBackend`] over object_store's clients,
+//!   served when one of their keys is set.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,10 +29,82 @@ use crate::location::Location;
 use crate::proto::HandleBody;
 pub use crate::proto::handle_body::Staging;
 
-pub mod cloud;
+pub mod azure;
 pub mod file;
+pub mod gcs;
 pub mod memory;
 pub mod object;
+pub mod oss;
+pub mod s3;
+
+/// Every backend sluice has. A scheme is served when its backend is
+/// `always` served or one of its keys is set.
+pub const KINDS: &[&BackendKind] = &[
+    &file::KIND,
+    &memory::KIND,
+    &s3::KIND,
+    &oss::KIND,
+    &gcs::KIND,
+    &azure::KIND,
+];
+
+/// What a backend declares about itself.
+pub struct BackendKind {
+    /// Its name, as logs and docs give it.
+    pub name: &'static str,
+    /// The schemes it serves; they share one configuration.
+    pub schemes: &'static [&'static str],
+    /// Its configuration keys and what they mean (`sluice keys`); setting
+    /// any of them serves the backend.
+    pub keys: &'static [(&'static str, &'static str)],
+    /// Served with none of its keys set (`file://`, `memory://`).
+    pub always: bool,
+    /// Reads its keys (removing them) into the settings it is built from;
+    /// bad values are start-up errors.
+    pub configure: fn(&mut crate::settings::RawKeys) -> Result<Arc<dyn Configured>>,
+}
+
+impl std::fmt::Debug for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+/// A backend's settings, read from its keys.
+pub trait Configured: Send + Sync + std::fmt::Debug {
+    /// The backend of one of its schemes.
+    fn build(&self, scheme: &'static str, context: &BuildContext) -> Result<Arc<dyn Backend>>;
+
+    /// The settings as their concrete type, for tests and tools.
+    fn as_any(&self) -> &dyn std::any::Any;
+}
+
+/// A backend to serve, with its settings.
+#[derive(Debug, Clone)]
+pub struct ConfiguredBackend {
+    pub kind: &'static BackendKind,
+    pub settings: Arc<dyn Configured>,
+}
+
+/// What a backend may need from the server that builds it.
+pub struct BuildContext<'a> {
+    /// The data dir (`file://`'s default root lies in it).
+    pub data_dir: &'a std::path::Path,
+    /// The stores `memory://` serves (tests pass their own to look inside).
+    pub memory: &'a Arc<memory::MemoryStores>,
+}
+
+/// `fs.<scheme>.limit.*` of one scheme; `None` is unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamLimits {
+    pub total: Option<usize>,
+    pub output: Option<usize>,
+    pub input: Option<usize>,
+    /// How long to wait for a slot; `None` waits forever.
+    pub timeout: Option<std::time::Duration>,
+    /// Inactivity after which a stream may be reclaimed; `None` never.
+    pub stream_timeout: Option<std::time::Duration>,
+}
 
 /// What a scheme promises (the `Capabilities` RPC).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +115,7 @@ pub struct BackendCapabilities {
     pub max_concurrent_uploads: u32,
     pub survives_restart: bool,
     /// `fs.<scheme>.limit.*` in force; all unlimited by default.
-    pub limits: crate::limit::StreamLimits,
+    pub limits: StreamLimits,
 }
 
 /// One storage scheme.
@@ -323,6 +401,22 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// The backends of every scheme `backends` serve.
+    pub fn build(backends: &[ConfiguredBackend], context: &BuildContext) -> Result<Registry> {
+        let mut registry = Registry::default();
+        for backend in backends {
+            for scheme in backend.kind.schemes {
+                registry.register(scheme, backend.settings.build(scheme, context)?);
+            }
+        }
+        Ok(registry)
+    }
+
+    /// The backend of `scheme`, if it is served.
+    pub fn backend(&self, scheme: &str) -> Option<&Arc<dyn Backend>> {
+        self.backends.get(scheme)
+    }
+
     pub fn register(&mut self, scheme: &str, backend: Arc<dyn Backend>) {
         self.backends.insert(scheme.to_string(), backend);
     }
@@ -341,28 +435,6 @@ impl Registry {
                 known.join(", ")
             ))
         })
-    }
-
-    /// Wraps the backend of every scheme that has `fs.<scheme>.limit.*`
-    /// keys in a [`crate::limit::StreamLimitLayer`]; returns the limiters.
-    pub fn limit(
-        &mut self,
-        limits: &BTreeMap<String, crate::limit::StreamLimits>,
-        metrics: &Arc<crate::metrics::Metrics>,
-    ) -> Vec<Arc<crate::limit::StreamLimiter>> {
-        use tower::Layer;
-        let mut limiters = Vec::new();
-        for (scheme, limits) in limits {
-            if let Some(backend) = self.backends.get(scheme).cloned() {
-                let layer = crate::limit::StreamLimitLayer::new(scheme, *limits, metrics.clone());
-                limiters.push(layer.limiter().clone());
-                self.backends
-                    .insert(scheme.clone(), Arc::new(layer.layer(backend)));
-            } else {
-                tracing::warn!(scheme = %scheme, "fs.{scheme}.limit.* is set but the scheme is not served");
-            }
-        }
-        limiters
     }
 
     pub fn schemes(&self) -> impl Iterator<Item = &str> {

@@ -326,7 +326,7 @@ async fn gcs_emulator_gap_is_reported_as_unavailable() {
     // emulator's JSON API), but the emulator's answer carries no ETag, which
     // object_store requires of every PUT, so even a one-shot write reports
     // an error.
-    let store = sluice::backend::cloud::GcsStores::new(sluice::config::GcsConfig {
+    let store = sluice::backend::gcs::GcsStores::new(sluice::backend::gcs::GcsConfig {
         endpoint: Some(gcs.url()),
         ..Default::default()
     });

@@ -120,7 +120,7 @@ proptest! {
     fn known_keys_with_any_values_never_panic(
         entries in proptest::collection::btree_map(
             prop_oneof![
-                proptest::sample::select(sluice::config::KNOWN_KEYS.iter().map(|(k, _)| k.to_string()).collect::<Vec<_>>()),
+                proptest::sample::select(sluice::config::known_keys().iter().map(|(k, _)| k.to_string()).collect::<Vec<_>>()),
                 "(fs\\.((s3|file|memory)\\.)?limit\\.(total|timeout|bogus)?|auth\\.principals\\.[a-z.]{0,6}\\.(token-sha256|prefixes|max-sessions)|handle\\.verification\\.[a-z.]{0,4}\\.key(-file)?|[a-z]{1,4}\\.entropy\\.(key|length))",
             ],
             prop_oneof!["\\PC{0,20}", "-?[0-9]{1,22}", "[0-9a-f]{64}", "(true|false|1s|5mb|-1|0)"],

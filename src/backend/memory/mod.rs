@@ -17,8 +17,10 @@ use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::{MultipartId, ObjectStoreExt, PutPayload, PutResult};
 
-use super::object::{ObjectStores, StoreResolver};
+use super::object::{ObjectBackend, ObjectStores, StoreResolver, UploadConfig, upload_config};
+use super::{Backend, BackendKind, BuildContext, Configured};
 use crate::error::{Error, Result};
+use crate::settings::RawKeys;
 
 /// Multipart uploads of one memory store.
 #[derive(Debug)]
@@ -166,5 +168,50 @@ impl StoreResolver for MemoryStores {
         }
         let (objects, uploads) = self.store(authority);
         Ok(ObjectStores { objects, uploads })
+    }
+}
+
+pub static KIND: BackendKind = BackendKind {
+    name: "memory",
+    schemes: &["memory"],
+    keys: KEYS,
+    always: true,
+    configure,
+};
+
+const KEYS: &[(&str, &str)] = &[
+    (
+        "memory.upload.min.part.size",
+        "part size of memory:// uploads (Flink memory size, e.g. 5mb); default 5mb",
+    ),
+    (
+        "memory.upload.max.concurrent.uploads",
+        "parts of one memory:// session uploaded at once; default 4",
+    ),
+];
+
+/// `memory://`'s settings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemoryConfig {
+    pub upload: UploadConfig,
+}
+
+fn configure(raw: &mut RawKeys) -> Result<Arc<dyn Configured>> {
+    Ok(Arc::new(MemoryConfig {
+        upload: upload_config(raw, "memory", 1)?,
+    }))
+}
+
+impl Configured for MemoryConfig {
+    fn build(&self, _scheme: &'static str, context: &BuildContext) -> Result<Arc<dyn Backend>> {
+        Ok(Arc::new(ObjectBackend::new(
+            context.memory.clone(),
+            self.upload,
+            false,
+        )))
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 }

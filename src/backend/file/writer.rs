@@ -1,0 +1,187 @@
+//! A temp file being written.
+
+use super::*;
+
+/// A temp file being written.
+pub(super) struct FileWriter {
+    pub(super) temp: PathBuf,
+    /// Open only while the session has bytes written since its last
+    /// Persist: an idle or persisted session holds no file descriptor.
+    pub(super) file: Option<Arc<File>>,
+    /// The temp file's device and inode, once created: a reopen must find
+    /// the same file at the name.
+    pub(super) identity: Option<(u64, u64)>,
+    /// Closed for commit: no more writes.
+    pub(super) closed: bool,
+    /// Small writes gathered until `WRITE_BUFFER` bytes.
+    pub(super) buffer: Vec<u8>,
+    pub(super) staging_id: String,
+    /// The temp file's path as text.
+    pub(super) location: String,
+    /// Directories to fsync at the next Persist (see `open`).
+    pub(super) dirs_to_sync: Vec<PathBuf>,
+}
+
+impl FileWriter {
+    /// A writer for `temp`, which is neither created nor opened yet.
+    pub(super) fn named(temp: PathBuf) -> FileWriter {
+        FileWriter {
+            staging_id: format!("{STAGING_PREFIX}{}", temp.display()),
+            location: temp.display().to_string(),
+            temp,
+            file: None,
+            identity: None,
+            closed: false,
+            buffer: Vec::new(),
+            dirs_to_sync: Vec::new(),
+        }
+    }
+
+    /// The temp file, opened again (for appending) if it was closed at the
+    /// last Persist; it must still be the file this session created.
+    async fn file(&mut self) -> Result<Arc<File>> {
+        if let Some(file) = &self.file {
+            return Ok(file.clone());
+        }
+        if self.closed {
+            return Err(Error::Internal("the staged file is already closed".into()));
+        }
+        let (temp, identity) = (self.temp.clone(), self.identity);
+        let file = tokio::task::spawn_blocking(move || -> Result<File> {
+            let file = match OpenOptions::new().append(true).open(&temp) {
+                Ok(f) => f,
+                Err(e) if e.kind() == ErrorKind::NotFound => return Err(gone(&temp)),
+                Err(e) => return Err(io_error(e, &format!("reopening {}", temp.display()))),
+            };
+            let meta = file
+                .metadata()
+                .map_err(|e| io_error(e, "checking the staged file"))?;
+            if identity.is_some_and(|id| id != identity_of(&meta)) {
+                return Err(gone(&temp));
+            }
+            Ok(file)
+        })
+        .await??;
+        let file = Arc::new(file);
+        self.file = Some(file.clone());
+        Ok(file)
+    }
+
+    /// Writes `data` (after anything buffered) to the file, off the runtime.
+    async fn write_out(&mut self, data: Option<Bytes>) -> Result<()> {
+        if data.is_none() && self.buffer.is_empty() {
+            return Ok(());
+        }
+        let file = self.file().await?;
+        let mut buffered = std::mem::take(&mut self.buffer);
+        let (mut buffered, result) = tokio::task::spawn_blocking(move || {
+            let mut f = &*file;
+            let mut result = f.write_all(&buffered);
+            if let (Ok(()), Some(data)) = (&result, &data) {
+                result = f.write_all(data);
+            }
+            buffered.clear();
+            (buffered, result)
+        })
+        .await?;
+        // Keep the allocation for the next small writes.
+        std::mem::swap(&mut self.buffer, &mut buffered);
+        result.map_err(|e| io_error(e, &format!("writing {}", self.temp.display())))
+    }
+
+    /// Writes out and fsyncs, then checks that the temp file is still the
+    /// one at its name: a file deleted, renamed or replaced under a live
+    /// session (by a namespace call, another replica or anyone with a
+    /// shell) would otherwise get an OK Persist for bytes that are gone.
+    async fn sync(&mut self) -> Result<()> {
+        self.write_out(None).await?;
+        // Closed once synced (dropped with this task): see `file`.
+        let file = self.file.take();
+        let (temp, identity) = (self.temp.clone(), self.identity);
+        let dirs = std::mem::take(&mut self.dirs_to_sync);
+        let span = tracing::info_span!("fsync");
+        let unsynced = tokio::task::spawn_blocking(move || {
+            let synced = match &file {
+                Some(file) => span
+                    .in_scope(|| file.sync_data())
+                    .map_err(|e| io_error(e, &format!("syncing {}", temp.display())))
+                    .and_then(|()| still_named(file, &temp)),
+                // Nothing written since the last sync: only check the name.
+                None => still_at(&temp, identity),
+            };
+            synced
+                .and_then(|()| dirs.iter().try_for_each(|d| sync_dir(d)))
+                .map_err(|e| (e, dirs))
+        })
+        .await?;
+        unsynced.map_err(|(e, dirs)| {
+            self.dirs_to_sync = dirs;
+            e
+        })
+    }
+
+    fn staging(&self) -> Staging {
+        Staging::File(FileStaging {
+            temp_path: self.temp.display().to_string(),
+        })
+    }
+}
+
+#[async_trait]
+impl StagedWriter for FileWriter {
+    fn staging_id(&self) -> &str {
+        &self.staging_id
+    }
+
+    fn location(&self) -> &str {
+        &self.location
+    }
+
+    async fn create(&mut self) -> Result<()> {
+        let temp = self.temp.clone();
+        let file = tokio::task::spawn_blocking(move || {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&temp)
+                .map_err(|e| io_error(e, &format!("creating {}", temp.display())))
+        })
+        .await??;
+        let meta = file
+            .metadata()
+            .map_err(|e| io_error(e, "checking the staged file"))?;
+        self.identity = Some(identity_of(&meta));
+        // Not kept open: the first write opens it (see `file`).
+        Ok(())
+    }
+
+    async fn write(&mut self, data: Bytes) -> Result<()> {
+        if self.buffer.len() + data.len() <= WRITE_BUFFER {
+            self.buffer.extend_from_slice(&data);
+            Ok(())
+        } else {
+            self.write_out(Some(data)).await
+        }
+    }
+
+    async fn persist(&mut self) -> Result<Staging> {
+        self.sync().await?;
+        Ok(self.staging())
+    }
+
+    async fn close_for_commit(&mut self) -> Result<Staging> {
+        self.sync().await?;
+        self.closed = true;
+        Ok(self.staging())
+    }
+
+    async fn discard(self: Box<Self>) -> Result<()> {
+        let temp = self.temp.clone();
+        drop(self);
+        match tokio::fs::remove_file(&temp).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_error(e, &format!("removing {}", temp.display()))),
+        }
+    }
+}

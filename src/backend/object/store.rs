@@ -1,0 +1,157 @@
+//! Object paths (targets and tail objects), the staging a handle names,
+//! small reads and deletes, and store errors mapped to statuses.
+
+use super::*;
+
+pub(super) fn object_entry(location: &Location, meta: &object_store::ObjectMeta) -> Entry {
+    Entry {
+        location: location.clone(),
+        size: meta.size,
+        is_dir: false,
+        modified_ms: meta.last_modified.timestamp_millis().max(0) as u64,
+    }
+}
+
+/// Marker: the target exists, or the upload vanished.
+pub(super) struct Exists;
+
+pub(super) fn multipart_staging(s: &Staging) -> Option<&MultipartStaging> {
+    match s {
+        Staging::Multipart(m) => Some(m),
+        _ => None,
+    }
+}
+
+/// Parts must be numbered 0..n and, with the tail, add up to the position.
+pub(super) fn check_parts(staging: &MultipartStaging, position: u64) -> Result<()> {
+    let contiguous = staging
+        .parts
+        .iter()
+        .enumerate()
+        .all(|(i, p)| p.index as usize == i);
+    let total: u64 = staging.parts.iter().map(|p| p.size).sum::<u64>()
+        + staging.tail.as_ref().map_or(0, |t| t.size);
+    if contiguous && total == position {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(
+            "invalid handle: its parts do not add up to its position".into(),
+        ))
+    }
+}
+
+pub(super) async fn existing_size(
+    stores: &ObjectStores,
+    path: &Path,
+    target: &Location,
+) -> Result<Option<u64>> {
+    match stores.objects.head(path).await {
+        Ok(meta) => Ok(Some(meta.size)),
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(store_error(e, &format!("checking {target}"))),
+    }
+}
+
+/// Best effort after a commit: the upload is finished and the tail is no
+/// longer needed. Failures leave work for the janitor, nothing worse.
+pub(super) async fn discard_staging(
+    stores: &ObjectStores,
+    path: &Path,
+    staging: &MultipartStaging,
+) {
+    let _ = stores
+        .uploads
+        .abort_multipart(path, &staging.upload_id)
+        .await;
+    if let Some(tail) = &staging.tail
+        && let Ok(tail) = tail_path(tail)
+    {
+        let _ = stores.objects.delete(&tail).await;
+    }
+}
+
+pub(super) async fn read_tail(
+    stores: &ObjectStores,
+    tail: &TailObject,
+    target: &Location,
+) -> Result<Bytes> {
+    let path = tail_path(tail)?;
+    let bytes = match stores.objects.get(&path).await {
+        Ok(r) => r.bytes().await,
+        Err(e) => Err(e),
+    };
+    match bytes {
+        Ok(b) if b.len() as u64 == tail.size => Ok(b),
+        Ok(b) => Err(Error::FailedPrecondition(format!(
+            "cannot use this handle of {target}: its tail object holds {} bytes, not {}",
+            b.len(),
+            tail.size
+        ))),
+        Err(object_store::Error::NotFound { .. }) => Err(Error::FailedPrecondition(format!(
+            "cannot use this handle of {target}: its tail object is gone (cleaned up, committed, or expired)"
+        ))),
+        Err(e) => Err(store_error(
+            e,
+            &format!("reading the tail object of {target}"),
+        )),
+    }
+}
+
+pub(super) fn object_path(target: &Location) -> Result<Path> {
+    Path::parse(&target.path)
+        .map_err(|e| Error::InvalidArgument(format!("{target} is not a valid object key: {e}")))
+}
+
+pub(super) fn tail_path(tail: &TailObject) -> Result<Path> {
+    Path::parse(&tail.path).map_err(|e| Error::Internal(format!("bad tail object path: {e}")))
+}
+
+/// A hidden name beside the target, unique per persist, that names its
+/// staging: `.<file>.tail.<staging token>.<uuid>`.
+pub(super) fn new_tail_path(target: &Location, staging_id: &str) -> String {
+    format!(
+        "{}{}",
+        tail_prefix(target, staging_id),
+        uuid::Uuid::new_v4()
+    )
+}
+
+/// What every tail of one staging starts with. The token is the first 8
+/// bytes of the SHA-256 of the staging id, in hex.
+pub(super) fn tail_prefix(target: &Location, staging_id: &str) -> String {
+    use sha2::Digest;
+    let token = hex::encode(&sha2::Sha256::digest(staging_id.as_bytes())[..8]);
+    let name = format!(".{}.tail.{token}.", target.file_name());
+    match target.parent() {
+        "" => name,
+        parent => format!("{parent}/{name}"),
+    }
+}
+
+pub(super) fn upload_error(e: object_store::Error, target: &Location) -> Error {
+    match e {
+        object_store::Error::NotFound { .. } => Error::FailedPrecondition(format!(
+            "the upload of {target} no longer exists (committed, aborted, expired, or lost in a restart of a memory store); restart the file"
+        )),
+        object_store::Error::Precondition { .. } => Error::FailedPrecondition(format!(
+            "the staged parts of {target} changed since this handle was taken (a later recovery replaced them)"
+        )),
+        e => store_error(e, &format!("uploading {target}")),
+    }
+}
+
+/// Maps a store failure: refused credentials and missing buckets are not
+/// worth retrying; everything else (the store unreachable after
+/// object_store's own retries, 5xx answers) is `Unavailable`.
+pub(super) fn store_error(e: object_store::Error, doing: &str) -> Error {
+    match e {
+        object_store::Error::PermissionDenied { .. }
+        | object_store::Error::Unauthenticated { .. } => Error::PermissionDenied(format!(
+            "{doing}: the store refused sluice's credentials ({e}); check the scheme's keys"
+        )),
+        object_store::Error::NotFound { .. } => Error::FailedPrecondition(format!(
+            "{doing}: {e} (does the bucket or container exist?)"
+        )),
+        e => Error::Unavailable(format!("{doing}: {e}")),
+    }
+}

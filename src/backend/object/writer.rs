@@ -1,0 +1,251 @@
+//! One multipart upload being written.
+
+use super::*;
+
+pub(super) struct ObjectWriter {
+    stores: ObjectStores,
+    target: Location,
+    path: Path,
+    upload_id: String,
+    staging_id: String,
+    /// Parts known uploaded, by index.
+    parts: BTreeMap<u32, UploadedPart>,
+    next_index: u32,
+    in_flight: JoinSet<Result<UploadedPart>>,
+    /// Bytes not yet in a part: large slices as they arrived (no copies),
+    /// small ones gathered into `gather` first.
+    pending: VecDeque<Bytes>,
+    /// Small writes, copied together: a small slice of a message keeps its
+    /// whole receive buffer alive, so keeping them as they came let 1,200
+    /// one-byte writes hold over a GiB.
+    gather: bytes::BytesMut,
+    /// Bytes in `pending` and `gather`.
+    pending_len: u64,
+    config: UploadConfig,
+    /// Set when a part failed: the session cannot go on, recover instead.
+    broken: Option<String>,
+}
+
+/// Tail objects deleted at once after a commit.
+pub(super) const TAIL_DELETES_IN_FLIGHT: usize = 16;
+
+/// Writes shorter than this are copied together rather than kept as slices.
+pub(super) const GATHER: usize = 64 * 1024;
+
+impl ObjectWriter {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        stores: ObjectStores,
+        target: &Location,
+        path: Path,
+        staging_id: String,
+        upload_id: String,
+        parts: Vec<UploadedPart>,
+        tail: Option<Bytes>,
+        config: UploadConfig,
+    ) -> ObjectWriter {
+        let next_index = parts.len() as u32;
+        let pending_len = tail.as_ref().map_or(0, |t| t.len() as u64);
+        ObjectWriter {
+            staging_id,
+            stores,
+            target: target.clone(),
+            path,
+            upload_id,
+            parts: parts.into_iter().map(|p| (p.index, p)).collect(),
+            next_index,
+            in_flight: JoinSet::new(),
+            pending: tail.into_iter().collect(),
+            gather: bytes::BytesMut::new(),
+            pending_len,
+            config,
+            broken: None,
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        match &self.broken {
+            None => Ok(()),
+            Some(why) => Err(Error::Unavailable(format!(
+                "an upload of {} failed earlier ({why}); recover from your last handle",
+                self.target
+            ))),
+        }
+    }
+
+    /// Moves what `gather` holds to the end of `pending`.
+    fn seal_gather(&mut self) {
+        if !self.gather.is_empty() {
+            self.pending.push_back(self.gather.split().freeze());
+        }
+    }
+
+    /// Takes the first `n` pending bytes.
+    fn take(&mut self, mut n: u64) -> Vec<Bytes> {
+        self.seal_gather();
+        let mut out = Vec::new();
+        self.pending_len -= n;
+        while n > 0 {
+            let mut front = self.pending.pop_front().expect("pending holds n bytes");
+            if front.len() as u64 > n {
+                let rest = front.split_off(n as usize);
+                self.pending.push_front(rest);
+            }
+            n -= front.len() as u64;
+            out.push(front);
+        }
+        out
+    }
+
+    fn start_part(&mut self, slices: Vec<Bytes>) -> Result<()> {
+        if self.next_index >= MAX_PARTS {
+            let err = Error::ResourceExhausted(format!(
+                "{} reached {MAX_PARTS} parts of {} bytes, the most an upload may have; raise the scheme's upload.min.part.size for files this large",
+                self.target, self.config.part_size
+            ));
+            self.broken = Some(err.to_string());
+            return Err(err);
+        }
+        let index = self.next_index;
+        self.next_index += 1;
+        let size = slices.iter().map(|b| b.len() as u64).sum();
+        let payload: PutPayload = slices.into_iter().collect();
+        let uploads = self.stores.uploads.clone();
+        let (path, id, target) = (
+            self.path.clone(),
+            self.upload_id.clone(),
+            self.target.clone(),
+        );
+        // A child of the RPC that filled the part, though it runs on.
+        let span = tracing::info_span!("upload_part", part = index, bytes = size);
+        let upload = async move {
+            let part = uploads
+                .put_part(&path, &id, index as usize, payload)
+                .await
+                .map_err(|e| upload_error(e, &target))?;
+            Ok(UploadedPart {
+                index,
+                content_id: part.content_id,
+                size,
+            })
+        };
+        self.in_flight
+            .spawn(tracing::Instrument::instrument(upload, span));
+        Ok(())
+    }
+
+    /// Waits for one part in flight.
+    async fn finish_one(&mut self) -> Result<()> {
+        let Some(joined) = self.in_flight.join_next().await else {
+            return Ok(());
+        };
+        match joined.map_err(Error::from).and_then(|r| r) {
+            Ok(part) => {
+                self.parts.insert(part.index, part);
+                Ok(())
+            }
+            Err(e) => {
+                self.broken = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    async fn finish_all(&mut self) -> Result<()> {
+        while !self.in_flight.is_empty() {
+            self.finish_one().await?;
+        }
+        Ok(())
+    }
+
+    fn staging(&self, tail: Option<TailObject>) -> Staging {
+        Staging::Multipart(MultipartStaging {
+            upload_id: self.upload_id.clone(),
+            parts: self.parts.values().cloned().collect(),
+            tail,
+        })
+    }
+}
+
+#[async_trait]
+impl StagedWriter for ObjectWriter {
+    fn staging_id(&self) -> &str {
+        &self.staging_id
+    }
+
+    fn location(&self) -> &str {
+        &self.upload_id
+    }
+
+    async fn create(&mut self) -> Result<()> {
+        // The store named the upload when `open` created it.
+        Ok(())
+    }
+
+    async fn write(&mut self, data: Bytes) -> Result<()> {
+        self.check()?;
+        self.pending_len += data.len() as u64;
+        if data.len() < GATHER {
+            if self.gather.capacity() - self.gather.len() < data.len() {
+                self.seal_gather();
+                self.gather.reserve(GATHER);
+            }
+            self.gather.extend_from_slice(&data);
+        } else {
+            self.seal_gather();
+            self.pending.push_back(data);
+        }
+        while self.pending_len >= self.config.part_size {
+            while self.in_flight.len() >= self.config.max_concurrent_uploads as usize {
+                self.finish_one().await?;
+            }
+            let slices = self.take(self.config.part_size);
+            self.start_part(slices)?;
+        }
+        Ok(())
+    }
+
+    async fn persist(&mut self) -> Result<Staging> {
+        self.check()?;
+        self.finish_all().await?;
+        self.seal_gather();
+        let tail = if self.pending_len == 0 {
+            None
+        } else {
+            let path = new_tail_path(&self.target, &self.staging_id);
+            let payload: PutPayload = self.pending.iter().cloned().collect();
+            let key = Path::parse(&path).map_err(|e| Error::Internal(e.to_string()))?;
+            let span = tracing::info_span!("put_tail", bytes = self.pending_len);
+            tracing::Instrument::instrument(self.stores.objects.put(&key, payload), span)
+                .await
+                .map_err(|e| {
+                    store_error(e, &format!("writing the tail object of {}", self.target))
+                })?;
+            Some(TailObject {
+                path,
+                size: self.pending_len,
+            })
+        };
+        Ok(self.staging(tail))
+    }
+
+    async fn close_for_commit(&mut self) -> Result<Staging> {
+        self.check()?;
+        self.finish_all().await?;
+        if self.pending_len > 0 {
+            let slices = self.take(self.pending_len);
+            self.start_part(slices)?;
+            self.finish_all().await?;
+        }
+        Ok(self.staging(None))
+    }
+
+    async fn discard(mut self: Box<Self>) -> Result<()> {
+        self.in_flight.abort_all();
+        self.stores
+            .uploads
+            .abort_multipart(&self.path, &self.upload_id)
+            .await
+            .map_err(|e| store_error(e, &format!("aborting the upload of {}", self.target)))
+    }
+}
