@@ -1,24 +1,16 @@
-//! Compiles `proto/sluice/v1/*.proto` with the vendored `protoc`, so a build
-//! needs nothing installed, and writes the descriptor set that server
-//! reflection serves.
+//! Compiles sluice's private storage format,
+//! `proto/sluice/internal/v1/handle.proto` (handles and sled records), with
+//! the vendored `protoc`. The public API is the `sluice-proto` crate's.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
     // SAFETY: build scripts are single-threaded; nothing else reads the
     // environment while it is set.
     unsafe { std::env::set_var("PROTOC", protoc) };
-    let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
-        .file_descriptor_set_path(out_dir.join("sluice_descriptor.bin"))
-        .bytes(".sluice.v1.WriteRequest.data")
-        .bytes(".sluice.v1.ReadResponse.data")
-        .compile_protos(
-            &[
-                "proto/sluice/v1/gateway.proto",
-                "proto/sluice/v1/handle.proto",
-            ],
-            &["proto"],
-        )?;
-    println!("cargo:rerun-if-changed=proto");
+        .build_client(false)
+        .build_server(false)
+        .compile_protos(&["proto/sluice/internal/v1/handle.proto"], &["proto"])?;
+    println!("cargo:rerun-if-changed=proto/sluice/internal");
     Ok(())
 }

@@ -4,16 +4,18 @@
 //! once (`CloseForCommit` → `Commit`).
 //!
 //! # Layout
-//! - [`bench`]: `sluice-bench`'s runs, baselines and report.
-//! - [`client`]: a Rust client shaped like Flink's `RecoverableWriter`.
+//! The protocol's generated code is the `sluice-proto` crate, the Rust
+//! client `sluice-client`, the benchmarks `sluice-bench` (all in `crates/`).
+//! This crate is the server:
 //! - [`server`]: opens the data dir and backends, serves gRPC on a listener.
 //! - [`edge`]: the tower layers at the RPC edge, assembled in one place.
 //! - [`api`]: the gRPC adapter (`sluice.v1.StorageGateway`) and the one
 //!   mapping from errors to status codes.
 //! - [`gateway`]: the write protocol: sessions, offsets, checksums, handles,
 //!   fencing; no gRPC types.
-//! - [`backend`]: one backend per URI scheme (`file`, `memory`, and the
-//!   multipart machinery object stores share).
+//! - [`backend`]: the backend contract and registry, and one folder per
+//!   backend (`file`, `memory`, `s3`, `oss`, `gcs`, `azure`, and `object`,
+//!   the multipart machinery the object stores share).
 //! - [`handle`]: signed, versioned, self-contained handles.
 //! - [`state`]: sled records that outlive a restart.
 //! - [`janitor`]: removes abandoned uploads, tail objects and temp files.
@@ -22,14 +24,13 @@
 //! - [`metrics`]: the Prometheus metrics of the admin port.
 //! - [`telemetry`]: OpenTelemetry traces over OTLP, with the caller's trace
 //!   as parent.
-//! - [`config`]: Flink-style YAML keys and their environment overrides.
+//! - [`config`]: Flink-style YAML keys and their environment overrides;
+//!   [`settings`] holds the value syntaxes every section reads with.
 //! - [`error`]: the domain error type.
 
 pub mod api;
 pub mod auth;
 pub mod backend;
-pub mod bench;
-pub mod client;
 pub mod config;
 pub mod edge;
 pub mod error;
@@ -45,13 +46,17 @@ pub mod settings;
 pub mod state;
 pub mod telemetry;
 
-/// Generated protobuf and gRPC code for `sluice.v1`.
+/// The protocol: the public API `sluice.v1` (the `sluice-proto` crate) and
+/// sluice's private storage format `sluice.internal.v1` (handles and sled
+/// records, `proto/sluice/internal/v1/handle.proto`), which is not API.
 pub mod proto {
-    #![allow(clippy::all)]
-    tonic::include_proto!("sluice.v1");
+    pub use sluice_proto::*;
 
-    /// Descriptors of `sluice.v1`, served by gRPC reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("sluice_descriptor");
+    mod internal {
+        #![allow(clippy::all)]
+        tonic::include_proto!("sluice.internal.v1");
+    }
+    pub use internal::*;
 }
 
 pub use error::{Error, Result};

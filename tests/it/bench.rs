@@ -11,7 +11,7 @@ fn bench_suite_smoke_run_reports_every_scenario_and_baseline() {
     moto.create_bucket("bench");
     let dir = tempfile::tempdir().unwrap();
     let (json, svg) = (dir.path().join("bench.json"), dir.path().join("chart.svg"));
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice-bench"))
+    let out = Command::new(bench_binary())
         .args(["suite", "--quick", "--quiet", "--bucket", "bench"])
         .args(["--sluice", env!("CARGO_BIN_EXE_sluice")])
         .args(["--s3-endpoint", &moto.url()])
@@ -68,4 +68,17 @@ fn bench_suite_smoke_run_reports_every_scenario_and_baseline() {
         chart.starts_with("<svg") && chart.contains("<polyline"),
         "{chart}"
     );
+}
+
+/// `sluice-bench`, built beside `sluice` (another crate of the workspace,
+/// so Cargo names no `CARGO_BIN_EXE_` for it here).
+fn bench_binary() -> std::path::PathBuf {
+    let sluice = std::path::Path::new(env!("CARGO_BIN_EXE_sluice"));
+    let bench = sluice.with_file_name(format!("sluice-bench{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bench.exists(),
+        "{} is missing: build it with `cargo build -p sluice-bench` (cargo nextest run at the repository root builds it)",
+        bench.display()
+    );
+    bench
 }

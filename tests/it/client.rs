@@ -1,10 +1,10 @@
-//! `sluice::client` against the real server: the Flink-shaped API, batching,
+//! `sluice_client` against the real server: the Flink-shaped API, batching,
 //! and retries across cut connections that never duplicate a byte.
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use sluice::client::{Client, ClientOptions, ResumeHandle, Retry};
+use sluice_client::{Client, ClientOptions, ResumeHandle, Retry};
 use tonic::Code;
 
 use crate::harness::*;

@@ -178,7 +178,7 @@ async fn mutual_tls_refuses_clients_without_a_certificate_of_its_ca() {
 /// certificate and its token get it in, and only to its prefix.
 #[tokio::test]
 async fn the_rust_client_brings_its_certificate_and_token() {
-    use sluice::client::{Client, ClientOptions};
+    use sluice_client::{Client, ClientOptions};
     let pki = Pki::new();
     let dir = tempfile::tempdir().unwrap();
     let yaml = format!(

@@ -3,7 +3,7 @@
 //!
 //! It starts the `sluice` binary (found beside its own executable, or
 //! `--sluice`) as a child process on a fresh data dir, drives it over gRPC
-//! with [`crate::client`], and reads the server's peak RSS and CPU time from
+//! with [`sluice_client`], and reads the server's peak RSS and CPU time from
 //! `/proc`. The baselines:
 //! 1. the transport ceiling: the same client streaming the same bytes to a
 //!    sink (`sluice-bench sink`, also a child process, with the server's
@@ -28,9 +28,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::client::{Client, ClientOptions};
-use crate::proto::storage_gateway_server::{StorageGateway, StorageGatewayServer};
-use crate::proto::*;
+use sluice_client::{Client, ClientOptions};
+use sluice_proto::storage_gateway_server::{StorageGateway, StorageGatewayServer};
+use sluice_proto::*;
 
 pub const MIB: u64 = 1 << 20;
 pub const GIB: u64 = 1 << 30;
@@ -434,16 +434,16 @@ impl StorageGateway for Sink {
 pub async fn serve_sink(listen: &str) -> BenchResult<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     eprintln!("sink listening address={}", listener.local_addr()?);
-    let limit = crate::config::Config::default().edge.max_message_size;
+    let limit = sluice::config::EdgeConfig::default().max_message_size;
     tonic::transport::Server::builder()
-        .initial_stream_window_size(Some(crate::server::STREAM_WINDOW))
-        .initial_connection_window_size(Some(crate::server::CONNECTION_WINDOW))
+        .initial_stream_window_size(Some(sluice::server::STREAM_WINDOW))
+        .initial_connection_window_size(Some(sluice::server::CONNECTION_WINDOW))
         .add_service(
             StorageGatewayServer::new(Sink::default())
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(limit),
         )
-        .serve_with_incoming(crate::server::nodelay_incoming(listener))
+        .serve_with_incoming(sluice::server::nodelay_incoming(listener))
         .await?;
     Ok(())
 }

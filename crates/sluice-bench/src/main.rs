@@ -1,9 +1,9 @@
 //! sluice-bench: throughput, latency, memory and CPU of sluice against
-//! baselines measured in the same run. See `sluice::bench` and the README's
+//! baselines measured in the same run. See the `sluice_bench` library and the README's
 //! "Performance" section.
 //!
 //! ```sh
-//! cargo build --release
+//! cargo build --release --workspace
 //! target/release/sluice-bench suite --s3-endpoint http://127.0.0.1:5000 --bucket bench \
 //!     --json bench.json --svg concurrency.svg
 //! target/release/sluice-bench suite --quick          # seconds; what the tests run
@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use sluice::bench::*;
+use sluice_bench::*;
 
 #[derive(Parser)]
 #[command(
@@ -133,8 +133,8 @@ struct SoakArgs {
 }
 
 async fn soak(args: SoakArgs) -> BenchResult<()> {
-    use sluice::bench::soak;
     use sluice::config::parse_duration;
+    use sluice_bench::soak;
     let bin = find_sluice(args.sluice)?;
     let options = soak::SoakOptions {
         writers: args.writers,

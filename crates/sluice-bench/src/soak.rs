@@ -12,8 +12,8 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::{BenchResult, chunk_data, start_sluice};
-use crate::client::{Client, ClientOptions};
-use crate::proto::DeleteRequest;
+use sluice_client::{Client, ClientOptions};
+use sluice_proto::DeleteRequest;
 
 /// What the soak runs.
 #[derive(Debug, Clone)]

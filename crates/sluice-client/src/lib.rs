@@ -1,8 +1,8 @@
 //! A client for sluice with the shape of Flink's `RecoverableWriter`:
 //!
 //! ```no_run
-//! # async fn job() -> Result<(), sluice::client::ClientError> {
-//! use sluice::client::Client;
+//! # async fn job() -> Result<(), sluice_client::ClientError> {
+//! use sluice_client::Client;
 //! let client = Client::connect("http://127.0.0.1:50051").await?;
 //! let mut stream = client.open("memory://demo/out/part-0").await?;
 //! stream.write(b"first record\n").await?;
@@ -34,8 +34,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
-use crate::proto::storage_gateway_client::StorageGatewayClient;
-use crate::proto::*;
+pub use sluice_proto as proto;
+use sluice_proto::storage_gateway_client::StorageGatewayClient;
+use sluice_proto::*;
 
 /// What a call to sluice failed with.
 #[derive(Debug, thiserror::Error)]
