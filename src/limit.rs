@@ -52,7 +52,14 @@ struct Activity {
     /// Milliseconds since the limiter started, at the last progress.
     last: AtomicU64,
     reclaimed: AtomicBool,
+    /// The staging an output stream writes, told to the gateway when the
+    /// stream is reclaimed.
+    staging: std::sync::OnceLock<String>,
 }
+
+/// Where a limiter tells which stagings' streams it reclaimed, so that
+/// the gateway ends their sessions and frees what their writers hold.
+pub type ReclaimedTx = tokio::sync::mpsc::UnboundedSender<String>;
 
 /// A slot handed to a waiter: its id and its activity record.
 type Grant = (u64, Arc<Activity>);
@@ -77,6 +84,7 @@ pub struct StreamLimiter {
     limits: StreamLimits,
     started: Instant,
     pools: Mutex<HashMap<String, Arc<Pool>>>,
+    reclaimed: Option<ReclaimedTx>,
 }
 
 /// A held slot; released when dropped (unless it was reclaimed).
@@ -130,6 +138,7 @@ impl StreamLimiter {
         scheme: &str,
         limits: StreamLimits,
         metrics: Arc<crate::metrics::Metrics>,
+        reclaimed: Option<ReclaimedTx>,
     ) -> Arc<StreamLimiter> {
         Arc::new(StreamLimiter {
             scheme: scheme.to_string(),
@@ -137,6 +146,7 @@ impl StreamLimiter {
             limits,
             started: Instant::now(),
             pools: Mutex::new(HashMap::new()),
+            reclaimed,
         })
     }
 
@@ -178,6 +188,7 @@ impl StreamLimiter {
         let activity = Arc::new(Activity {
             last: AtomicU64::new(self.now()),
             reclaimed: AtomicBool::new(false),
+            staging: std::sync::OnceLock::new(),
         });
         state.streams.insert(id, (kind, activity.clone()));
         match kind {
@@ -226,6 +237,10 @@ impl StreamLimiter {
         for (id, _) in &idle_streams {
             if let Some((kind, activity)) = state.streams.remove(id) {
                 activity.reclaimed.store(true, Ordering::Release);
+                if let (Some(tx), Some(staging)) = (&self.reclaimed, activity.staging.get()) {
+                    // The gateway may be gone (shutting down): nothing to end then.
+                    let _ = tx.send(staging.clone());
+                }
                 match kind {
                     Kind::Output => state.open_output -= 1,
                     Kind::Input => state.open_input -= 1,
@@ -358,9 +373,10 @@ impl StreamLimitLayer {
         scheme: &str,
         limits: StreamLimits,
         metrics: Arc<crate::metrics::Metrics>,
+        reclaimed: Option<ReclaimedTx>,
     ) -> StreamLimitLayer {
         StreamLimitLayer {
-            limiter: StreamLimiter::new(scheme, limits, metrics),
+            limiter: StreamLimiter::new(scheme, limits, metrics, reclaimed),
         }
     }
 
@@ -405,7 +421,7 @@ impl Backend for LimitedBackend {
             .acquire(&target.authority, Kind::Output)
             .await?;
         let inner = self.inner.open(target).await?;
-        Ok(Box::new(LimitedWriter { inner, slot }))
+        Ok(LimitedWriter::boxed(inner, slot))
     }
 
     async fn recover(
@@ -418,7 +434,7 @@ impl Backend for LimitedBackend {
             .acquire(&target.authority, Kind::Output)
             .await?;
         let inner = self.inner.recover(target, handle).await?;
-        Ok(Box::new(LimitedWriter { inner, slot }))
+        Ok(LimitedWriter::boxed(inner, slot))
     }
 
     async fn commit(
@@ -510,6 +526,13 @@ struct LimitedWriter {
     slot: Slot,
 }
 
+impl LimitedWriter {
+    fn boxed(inner: Box<dyn StagedWriter>, slot: Slot) -> Box<dyn StagedWriter> {
+        let _ = slot.activity.staging.set(inner.staging_id().to_string());
+        Box::new(LimitedWriter { inner, slot })
+    }
+}
+
 #[async_trait]
 impl StagedWriter for LimitedWriter {
     fn staging_id(&self) -> &str {
@@ -549,17 +572,20 @@ impl StagedWriter for LimitedWriter {
 }
 
 /// Wraps the backend of every scheme that has `fs.<scheme>.limit.*` keys in
-/// a [`StreamLimitLayer`]; returns the limiters.
+/// a [`StreamLimitLayer`] that tells `reclaimed` which stagings' streams
+/// it reclaims; returns the limiters.
 pub fn apply(
     registry: &mut crate::backend::Registry,
     limits: &std::collections::BTreeMap<String, StreamLimits>,
     metrics: &Arc<crate::metrics::Metrics>,
+    reclaimed: &ReclaimedTx,
 ) -> Vec<Arc<StreamLimiter>> {
     use tower::Layer;
     let mut limiters = Vec::new();
     for (scheme, limits) in limits {
         if let Some(backend) = registry.backend(scheme).cloned() {
-            let layer = StreamLimitLayer::new(scheme, *limits, metrics.clone());
+            let layer =
+                StreamLimitLayer::new(scheme, *limits, metrics.clone(), Some(reclaimed.clone()));
             limiters.push(layer.limiter().clone());
             registry.register(scheme, Arc::new(layer.layer(backend)));
         } else {

@@ -60,6 +60,8 @@ pub struct Server {
     pub edge: crate::config::EdgeConfig,
     /// The stream limiters of the schemes that have limits.
     pub limiters: Vec<Arc<crate::limit::StreamLimiter>>,
+    /// The stagings whose streams the limiters reclaimed, as they do.
+    pub reclaimed: Option<tokio::sync::mpsc::UnboundedReceiver<String>>,
     /// Bearer tokens and principals; `None`: authentication off.
     pub auth: Option<Arc<Authenticator>>,
     /// TLS (and mutual TLS) on the gRPC port; `None`: plaintext.
@@ -97,7 +99,8 @@ impl Server {
         let auth = Authenticator::new(&config.principals, &config.default_scheme)?.map(Arc::new);
         let tls = config.tls.as_ref().map(load_tls).transpose()?;
         let metrics = Metrics::new();
-        let limiters = crate::limit::apply(&mut registry, &config.limits, &metrics);
+        let (reclaimed_tx, reclaimed) = tokio::sync::mpsc::unbounded_channel();
+        let limiters = crate::limit::apply(&mut registry, &config.limits, &metrics, &reclaimed_tx);
         for key in &config.unknown_keys {
             tracing::warn!(key = %key, "unknown configuration key ignored (see `sluice keys` for the known ones)");
         }
@@ -115,6 +118,7 @@ impl Server {
             grace_period: config.shutdown_grace,
             edge: config.edge,
             limiters,
+            reclaimed: Some(reclaimed),
             gateway: Arc::new(gateway),
             janitor: config.janitor,
             auth,
@@ -151,11 +155,17 @@ fn load_tls(config: &crate::config::TlsConfig) -> Result<tonic::transport::Serve
     Ok(tls)
 }
 
-/// Frees the sessions whose stream slots were reclaimed, every second.
-async fn end_reclaimed_sessions(gateway: Arc<Gateway>) {
-    loop {
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-        gateway.end_reclaimed().await;
+/// Ends the session of every staging whose stream slot a limiter
+/// reclaimed, as the limiter tells it.
+async fn end_reclaimed_sessions(
+    gateway: Arc<Gateway>,
+    reclaimed: Option<tokio::sync::mpsc::UnboundedReceiver<String>>,
+) {
+    let Some(mut reclaimed) = reclaimed else {
+        return;
+    };
+    while let Some(staging) = reclaimed.recv().await {
+        gateway.end_reclaimed(&staging).await;
     }
 }
 
@@ -205,7 +215,10 @@ pub async fn run(
     for limiter in &server.limiters {
         crate::limit::StreamLimiter::spawn_reaper(limiter);
     }
-    let reclaimed = tokio::spawn(end_reclaimed_sessions(server.gateway.clone()));
+    let reclaimed = tokio::spawn(end_reclaimed_sessions(
+        server.gateway.clone(),
+        server.reclaimed.take(),
+    ));
     let janitor = tokio::spawn(crate::janitor::run(server.gateway.clone(), server.janitor));
     let addr = listener
         .local_addr()

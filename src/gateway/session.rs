@@ -150,23 +150,28 @@ impl SessionInner {
 }
 
 impl Gateway {
-    /// Ends the sessions whose stream slot was reclaimed, freeing what their
-    /// writers hold; their staged data stays recoverable. Returns how many.
-    pub async fn end_reclaimed(&self) -> usize {
-        let sessions: Vec<Arc<Session>> = self.sessions.lock().unwrap().values().cloned().collect();
-        let mut ended = 0;
-        for session in sessions {
-            let Ok(mut inner) = session.inner.try_lock() else {
-                continue; // busy, so not idle
-            };
-            if inner.writer.as_ref().is_some_and(|w| w.reclaimed()) {
-                inner.end(Ended::Reclaimed(RECLAIMED.into()));
-                self.remove_session(&session.id);
-                let _ = self.record_end(&session, &inner, &[]);
-                ended += 1;
-            }
+    /// Ends the session writing `staging` once a stream limit reclaimed
+    /// its slot, freeing what its writer holds; its staged data stays
+    /// recoverable. Returns whether it ended one.
+    pub async fn end_reclaimed(&self, staging: &str) -> bool {
+        let session = self
+            .sessions
+            .lock()
+            .unwrap()
+            .values()
+            .find(|s| s.staging_id == staging)
+            .cloned();
+        let Some(session) = session else {
+            return false; // ended meanwhile
+        };
+        let mut inner = session.inner.lock().await;
+        if !inner.writer.as_ref().is_some_and(|w| w.reclaimed()) {
+            return false; // a Write or Persist saw it first and ended it
         }
-        ended
+        inner.end(Ended::Reclaimed(RECLAIMED.into()));
+        self.remove_session(&session.id);
+        let _ = self.record_end(&session, &inner, &[]);
+        true
     }
 
     /// Starts a session; returns its id and the resolved target.

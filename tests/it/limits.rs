@@ -178,6 +178,32 @@ async fn the_reaper_reclaims_idle_sessions_without_waiters() {
     finish(&mut c, &busy).await;
 }
 
+/// A reclaimed session ends as soon as the limiter reclaims its slot (the
+/// limiter tells the gateway), freeing what its writer holds, even when its
+/// client never calls again; its next call says why.
+#[tokio::test]
+async fn a_reclaimed_session_ends_without_another_call() {
+    let server = TestServer::start("fs.memory.limit.stream-timeout: 300\n").await;
+    let mut c = server.client().await;
+    let idle = open(&mut c, "memory://lim/idle").await.unwrap();
+    write_at(&mut c, &idle, 0, b"x").await.unwrap();
+    let open_sessions = || async {
+        let (_, text) = crate::restart::http_get(server.admin, "/metrics").await;
+        crate::metric(&text, "sluice_sessions_open{scheme=\"memory\"}")
+    };
+    assert_eq!(open_sessions().await, 1.0);
+    let started = Instant::now();
+    while open_sessions().await != 0.0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the reclaimed session is still open"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let msg = expect_code(write_at(&mut c, &idle, 1, b"x").await, Code::Aborted);
+    assert!(msg.contains("inactivity timeout"), "{msg}");
+}
+
 #[tokio::test]
 async fn waiters_are_served_first_come_first_served() {
     let server = TestServer::start("fs.memory.limit.output: 1\n").await;

@@ -374,7 +374,7 @@ async fn entropy_is_injected_or_removed() {
 }
 
 /// One value of the Prometheus text at `/metrics`.
-fn metric(text: &str, series: &str) -> f64 {
+pub(crate) fn metric(text: &str, series: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
         .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
