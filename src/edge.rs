@@ -116,10 +116,67 @@ pub fn record_status<B>(response: &Response<B>, _latency: Duration, span: &traci
     }
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 fn status_response(status: tonic::Status) -> Response<Body> {
     status.into_http()
+}
+
+/// One rule of the RPC edge: what it does around a call. The `Layer` and
+/// `Service` plumbing is [`EdgeLayer`]'s and [`Edge`]'s, written once.
+pub trait Rule<R>: Clone + Send + Sync + 'static {
+    /// Runs one call to `path`. `next` starts the inner service's call; a
+    /// rule that answers by itself (a shed call) never starts it.
+    fn around<E: Send + 'static>(
+        &self,
+        path: &str,
+        next: impl FnOnce() -> BoxFuture<Result<Response<R>, E>>,
+    ) -> BoxFuture<Result<Response<R>, E>>;
+}
+
+/// Puts a [`Rule`] around a service.
+#[derive(Clone, Copy)]
+pub struct EdgeLayer<P>(pub P);
+
+impl<P: Clone, S> Layer<S> for EdgeLayer<P> {
+    type Service = Edge<P, S>;
+    fn layer(&self, inner: S) -> Edge<P, S> {
+        Edge {
+            rule: self.0.clone(),
+            inner,
+        }
+    }
+}
+
+/// A service with a [`Rule`] around it.
+#[derive(Clone)]
+pub struct Edge<P, S> {
+    rule: P,
+    inner: S,
+}
+
+impl<P, S, B, R> Service<Request<B>> for Edge<P, S>
+where
+    P: Rule<R>,
+    S: Service<Request<B>, Response = Response<R>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = Response<R>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Response<R>, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let path = request.uri().path().to_string();
+        let inner = &mut self.inner;
+        self.rule
+            .around(&path, move || Box::pin(inner.call(request)))
+    }
 }
 
 /// Sheds calls past a bound on RPCs in flight. Unary calls and streams
@@ -127,15 +184,15 @@ fn status_response(status: tonic::Status) -> Response<Body> {
 /// never keep a Persist or Commit out; health checks are never shed, so a
 /// loaded gateway is not taken for a dead one.
 #[derive(Clone)]
-pub struct ShedLayer {
+pub struct Shed {
     unary: Arc<Semaphore>,
     streams: Arc<Semaphore>,
     limits: (usize, usize),
 }
 
-impl ShedLayer {
-    pub fn new(unary: usize, streams: usize) -> ShedLayer {
-        ShedLayer {
+impl Shed {
+    pub fn new(unary: usize, streams: usize) -> Shed {
+        Shed {
             unary: Arc::new(Semaphore::new(unary)),
             streams: Arc::new(Semaphore::new(streams)),
             limits: (unary, streams),
@@ -143,53 +200,27 @@ impl ShedLayer {
     }
 }
 
-impl<S> Layer<S> for ShedLayer {
-    type Service = Shed<S>;
-    fn layer(&self, inner: S) -> Shed<S> {
-        Shed {
-            inner,
-            layer: self.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct Shed<S> {
-    inner: S,
-    layer: ShedLayer,
-}
-
-impl<S, B> Service<Request<B>> for Shed<S>
-where
-    S: Service<Request<B>, Response = Response<Body>> + Clone + Send + 'static,
-    S::Future: Send,
-    B: Send + 'static,
-{
-    type Response = Response<Body>;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<Response<Body>, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        let path = request.uri().path();
+impl Rule<Body> for Shed {
+    fn around<E: Send + 'static>(
+        &self,
+        path: &str,
+        next: impl FnOnce() -> BoxFuture<Result<Response<Body>, E>>,
+    ) -> BoxFuture<Result<Response<Body>, E>> {
         if path.starts_with("/grpc.health.v1.Health/") {
-            return Box::pin(self.inner.call(request));
+            return next();
         }
         let (permits, limit, key, what) = if STREAMING.contains(&path) {
-            let limit = self.layer.limits.1;
+            let limit = self.limits.1;
             (
-                &self.layer.streams,
+                &self.streams,
                 limit,
                 "rpc.max-concurrent-streams",
                 "streams",
             )
         } else {
-            let limit = self.layer.limits.0;
+            let limit = self.limits.0;
             (
-                &self.layer.unary,
+                &self.unary,
                 limit,
                 "rpc.max-concurrent-requests",
                 "unary RPCs",
@@ -202,7 +233,7 @@ where
                 ))))
             });
         };
-        let future = self.inner.call(request);
+        let future = next();
         Box::pin(async move {
             let response = future.await;
             drop(permit);
@@ -213,45 +244,19 @@ where
 
 /// A deadline for unary RPCs.
 #[derive(Clone, Copy)]
-pub struct UnaryDeadlineLayer(pub Duration);
+pub struct UnaryDeadline(pub Duration);
 
-impl<S> Layer<S> for UnaryDeadlineLayer {
-    type Service = UnaryDeadline<S>;
-    fn layer(&self, inner: S) -> UnaryDeadline<S> {
-        UnaryDeadline {
-            inner,
-            deadline: self.0,
+impl Rule<Body> for UnaryDeadline {
+    fn around<E: Send + 'static>(
+        &self,
+        path: &str,
+        next: impl FnOnce() -> BoxFuture<Result<Response<Body>, E>>,
+    ) -> BoxFuture<Result<Response<Body>, E>> {
+        let future = next();
+        if STREAMING.contains(&path) {
+            return future;
         }
-    }
-}
-
-#[derive(Clone)]
-pub struct UnaryDeadline<S> {
-    inner: S,
-    deadline: Duration,
-}
-
-impl<S, B> Service<Request<B>> for UnaryDeadline<S>
-where
-    S: Service<Request<B>, Response = Response<Body>> + Clone + Send + 'static,
-    S::Future: Send,
-    B: Send + 'static,
-{
-    type Response = Response<Body>;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<Response<Body>, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        let path = request.uri().path().to_string();
-        let future = self.inner.call(request);
-        if STREAMING.contains(&path.as_str()) {
-            return Box::pin(future);
-        }
-        let deadline = self.deadline;
+        let (deadline, path) = (self.0, path.to_string());
         Box::pin(async move {
             match tokio::time::timeout(deadline, future).await {
                 Ok(response) => response,
@@ -269,19 +274,7 @@ where
 /// garbage protobuf) with `INVALID_ARGUMENT`: tonic says `INTERNAL`, which
 /// would send the client looking for a server bug.
 #[derive(Clone, Copy)]
-pub struct OversizeLayer;
-
-impl<S> Layer<S> for OversizeLayer {
-    type Service = Oversize<S>;
-    fn layer(&self, inner: S) -> Oversize<S> {
-        Oversize { inner }
-    }
-}
-
-#[derive(Clone)]
-pub struct Oversize<S> {
-    inner: S,
-}
+pub struct Oversize;
 
 /// tonic's words for a message over the decoding limit.
 pub fn is_oversize(status: &tonic::Status) -> bool {
@@ -305,22 +298,13 @@ pub fn undecodable(status: &tonic::Status) -> tonic::Status {
     ))
 }
 
-impl<S, B> Service<Request<B>> for Oversize<S>
-where
-    S: Service<Request<B>, Response = Response<Body>> + Clone + Send + 'static,
-    S::Future: Send,
-    B: Send + 'static,
-{
-    type Response = Response<Body>;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<Response<Body>, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        let future = self.inner.call(request);
+impl Rule<Body> for Oversize {
+    fn around<E: Send + 'static>(
+        &self,
+        _path: &str,
+        next: impl FnOnce() -> BoxFuture<Result<Response<Body>, E>>,
+    ) -> BoxFuture<Result<Response<Body>, E>> {
+        let future = next();
         Box::pin(async move {
             let response = future.await?;
             // A unary decode failure is a trailers-only response: its status
@@ -345,42 +329,17 @@ where
 /// headers (tonic answers errors trailers-only); anything else counts as OK
 /// (a streaming RPC that fails mid-stream is counted OK).
 #[derive(Clone)]
-pub struct RpcMetricsLayer(pub Arc<crate::metrics::Metrics>);
+pub struct RpcMetrics(pub Arc<crate::metrics::Metrics>);
 
-impl<S> Layer<S> for RpcMetricsLayer {
-    type Service = RpcMetrics<S>;
-    fn layer(&self, inner: S) -> RpcMetrics<S> {
-        RpcMetrics {
-            inner,
-            metrics: self.0.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct RpcMetrics<S> {
-    inner: S,
-    metrics: Arc<crate::metrics::Metrics>,
-}
-
-impl<S, B, R> Service<Request<B>> for RpcMetrics<S>
-where
-    S: Service<Request<B>, Response = Response<R>> + Clone + Send + 'static,
-    S::Future: Send,
-    B: Send + 'static,
-{
-    type Response = Response<R>;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<Response<R>, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        let method = method_label(request.uri().path()).to_string();
-        let future = self.inner.call(request);
-        let metrics = self.metrics.clone();
+impl<R: Send + 'static> Rule<R> for RpcMetrics {
+    fn around<E: Send + 'static>(
+        &self,
+        path: &str,
+        next: impl FnOnce() -> BoxFuture<Result<Response<R>, E>>,
+    ) -> BoxFuture<Result<Response<R>, E>> {
+        let method = method_label(path).to_string();
+        let future = next();
+        let metrics = self.0.clone();
         Box::pin(async move {
             let response = future.await?;
             let code = tonic::Status::from_header_map(response.headers())

@@ -1,7 +1,7 @@
 //! Resume and commit handles: self-contained, versioned, HMAC-signed.
 //!
 //! A handle is a protobuf `SignedHandle` whose body is a `HandleBody` (see
-//! `proto/sluice/v1/handle.proto`). Because everything needed to recover or
+//! `proto/sluice/internal/v1/handle.proto`). Because everything needed to recover or
 //! commit is inside and the signature covers it, any replica holding the key
 //! can act on a handle, and no client can make the gateway touch a path or an
 //! upload it did not open.
@@ -13,8 +13,9 @@ use hmac::{Hmac, Mac};
 use prost::Message;
 use sha2::{Digest, Sha256};
 
+use crate::backend;
 use crate::error::{Error, Result};
-use crate::proto::{HandleBody, SignedHandle};
+use crate::proto::{self, HandleBody, SignedHandle};
 
 /// The envelope version this gateway writes.
 pub const HANDLE_VERSION: u32 = 1;
@@ -212,6 +213,79 @@ fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     let mut f = opts.open(path)?;
     f.write_all(contents)?;
     f.sync_all()
+}
+
+// ---- the handle's staging, to and from the backends' domain types ----
+
+impl From<backend::Staging> for proto::handle_body::Staging {
+    fn from(staging: backend::Staging) -> Self {
+        match staging {
+            backend::Staging::File(f) => proto::handle_body::Staging::File(proto::FileStaging {
+                temp_path: f.temp_path,
+            }),
+            backend::Staging::Multipart(m) => {
+                proto::handle_body::Staging::Multipart(proto::MultipartStaging {
+                    upload_id: m.upload_id,
+                    parts: m
+                        .parts
+                        .into_iter()
+                        .map(|p| proto::UploadedPart {
+                            index: p.index,
+                            content_id: p.content_id,
+                            size: p.size,
+                        })
+                        .collect(),
+                    tail: m.tail.map(|t| proto::TailObject {
+                        path: t.path,
+                        size: t.size,
+                    }),
+                })
+            }
+        }
+    }
+}
+
+fn staging_of(staging: &proto::handle_body::Staging) -> backend::Staging {
+    match staging {
+        proto::handle_body::Staging::File(f) => backend::Staging::File(backend::FileStaging {
+            temp_path: f.temp_path.clone(),
+        }),
+        proto::handle_body::Staging::Multipart(m) => {
+            backend::Staging::Multipart(backend::MultipartStaging {
+                upload_id: m.upload_id.clone(),
+                parts: m
+                    .parts
+                    .iter()
+                    .map(|p| backend::UploadedPart {
+                        index: p.index,
+                        content_id: p.content_id.clone(),
+                        size: p.size,
+                    })
+                    .collect(),
+                tail: m.tail.as_ref().map(|t| backend::TailObject {
+                    path: t.path.clone(),
+                    size: t.size,
+                }),
+            })
+        }
+    }
+}
+
+/// What an opened handle names, for its backend: `InvalidArgument` when it
+/// names no staging (no sluice handle does).
+pub fn resume_point(body: &HandleBody) -> Result<backend::ResumePoint> {
+    let staging = body.staging.as_ref().ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "invalid handle: it names no staged file for {}",
+            body.target
+        ))
+    })?;
+    Ok(backend::ResumePoint {
+        staging_id: body.staging_id.clone(),
+        position: body.position,
+        crc32c: body.crc32c,
+        staging: staging_of(staging),
+    })
 }
 
 #[cfg(test)]

@@ -79,6 +79,7 @@ pub async fn sweep(gateway: &Gateway, ttl: std::time::Duration) -> Result<Remove
         let result = if record.committed_size.is_some() {
             // Published: only tails that the commit failed to remove.
             backend
+                .stager
                 .remove_artefacts(&target, &id, &record.tails)
                 .await
                 .map(|tails| Removed {
@@ -87,6 +88,7 @@ pub async fn sweep(gateway: &Gateway, ttl: std::time::Duration) -> Result<Remove
                 })
         } else {
             backend
+                .stager
                 .remove_staging(&target, &id, &record.location, &record.tails)
                 .await
         };

@@ -242,7 +242,7 @@ pub async fn run(
         auth = if server.auth.is_some() { "bearer tokens" } else { "off" },
         "sluice listening"
     );
-    use crate::edge::{OversizeLayer, ShedLayer, UnaryDeadlineLayer, rpc_span};
+    use crate::edge::{EdgeLayer, Oversize, RpcMetrics, Shed, UnaryDeadline, rpc_span};
     use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
     // The RPC edge, outermost first (see edge.rs for each layer's why).
     let edge_layers = tower::ServiceBuilder::new()
@@ -253,16 +253,14 @@ pub async fn run(
                 .on_response(crate::edge::record_status),
         )
         .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(ShedLayer::new(
+        .layer(EdgeLayer(Shed::new(
             edge.max_concurrent_requests,
             edge.max_concurrent_streams,
-        ))
-        .layer(UnaryDeadlineLayer(edge.unary_timeout))
-        .layer(OversizeLayer);
+        )))
+        .layer(EdgeLayer(UnaryDeadline(edge.unary_timeout)))
+        .layer(EdgeLayer(Oversize));
     let edge_layers = tower::ServiceBuilder::new()
-        .layer(crate::edge::RpcMetricsLayer(
-            server.gateway.metrics().clone(),
-        ))
+        .layer(EdgeLayer(RpcMetrics(server.gateway.metrics().clone())))
         .layer(edge_layers);
     // Ready until a shutdown begins: then health says NOT_SERVING, /readyz
     // 503, no new connection is accepted, and in-flight RPCs get at most the

@@ -1,7 +1,8 @@
 //! Storage backends, one folder each, one line each in [`KINDS`].
 //!
-//! A [`Backend`] knows how to stage a file for one scheme, and a
-//! [`StagedWriter`] is one file being staged. The gateway owns everything
+//! A backend has two sides: a [`Stager`] stages a file for one scheme (a
+//! [`StagedWriter`] is one file being staged), a [`Namespace`] reads and
+//! lists, deletes, makes directories and renames. The gateway owns everything
 //! that is the same for every backend (sessions, offsets, checksums, handles,
 //! state); a backend only moves bytes and reports where they are staged, as a
 //! [`Staging`] that goes into the handle.
@@ -26,8 +27,6 @@ use bytes::Bytes;
 
 use crate::error::{Error, Result};
 use crate::location::Location;
-use crate::proto::HandleBody;
-pub use crate::proto::handle_body::Staging;
 
 pub mod azure;
 pub mod file;
@@ -36,6 +35,9 @@ pub mod memory;
 pub mod object;
 pub mod oss;
 pub mod s3;
+mod staging;
+
+pub use staging::{FileStaging, MultipartStaging, ResumePoint, Staging, TailObject, UploadedPart};
 
 /// Every backend sluice has. A scheme is served when its backend is
 /// `always` served or one of its keys is set.
@@ -73,7 +75,7 @@ impl std::fmt::Debug for BackendKind {
 /// A backend's settings, read from its keys.
 pub trait Configured: Send + Sync + std::fmt::Debug {
     /// The backend of one of its schemes.
-    fn build(&self, scheme: &'static str, context: &BuildContext) -> Result<Arc<dyn Backend>>;
+    fn build(&self, scheme: &'static str, context: &BuildContext) -> Result<Served>;
 
     /// The settings as their concrete type, for tests and tools.
     fn as_any(&self) -> &dyn std::any::Any;
@@ -118,9 +120,10 @@ pub struct BackendCapabilities {
     pub limits: StreamLimits,
 }
 
-/// One storage scheme.
+/// The staging side of a scheme: a file staged, recovered, published and
+/// cleaned up (what the write protocol needs of a backend).
 #[async_trait]
-pub trait Backend: Send + Sync {
+pub trait Stager: Send + Sync {
     fn capabilities(&self) -> BackendCapabilities;
 
     /// Checks that `target` may be written, before a session is opened.
@@ -134,7 +137,7 @@ pub trait Backend: Send + Sync {
     async fn recover(
         &self,
         target: &Location,
-        handle: &HandleBody,
+        point: &ResumePoint,
     ) -> Result<Box<dyn StagedWriter>>;
 
     /// Publishes what a (commit or resume) handle names; returns the size.
@@ -143,7 +146,7 @@ pub trait Backend: Send + Sync {
     async fn commit(
         &self,
         target: &Location,
-        handle: &HandleBody,
+        point: &ResumePoint,
         after_recovery: bool,
     ) -> Result<u64>;
 
@@ -152,7 +155,7 @@ pub trait Backend: Send + Sync {
 
     /// Removes what only this resume handle references; `true` when it
     /// removed something.
-    async fn cleanup(&self, target: &Location, handle: &HandleBody) -> Result<bool>;
+    async fn cleanup(&self, target: &Location, point: &ResumePoint) -> Result<bool>;
 
     /// Removes an abandoned staging: its temp file, or its upload and its
     /// tail objects. `location` is [`StagedWriter::location`].
@@ -164,8 +167,23 @@ pub trait Backend: Send + Sync {
         artefacts: &[String],
     ) -> Result<Removed>;
 
-    // ---- the read side ----
+    /// Deletes a staging's artefacts (tail objects) once nothing can use
+    /// them any more: those recorded for it, and any its name marks as
+    /// its own that a crash kept from being recorded. Returns how many it
+    /// removed.
+    async fn remove_artefacts(
+        &self,
+        _target: &Location,
+        _staging_id: &str,
+        _artefacts: &[String],
+    ) -> Result<usize> {
+        Ok(0)
+    }
+}
 
+/// The namespace side of a scheme: reads and the file-system calls.
+#[async_trait]
+pub trait Namespace: Send + Sync {
     /// Streams `length` bytes (`None`: to the end) from `offset`.
     async fn read(&self, target: &Location, offset: u64, length: Option<u64>)
     -> Result<ByteStream>;
@@ -186,18 +204,24 @@ pub trait Backend: Send + Sync {
 
     /// Moves a file within this backend; never replaces an existing target.
     async fn rename(&self, from: &Location, to: &Location) -> Result<()>;
+}
 
-    /// Deletes a staging's artefacts (tail objects) once nothing can use
-    /// them any more: those recorded for it, and any its name marks as
-    /// its own that a crash kept from being recorded. Returns how many it
-    /// removed.
-    async fn remove_artefacts(
-        &self,
-        _target: &Location,
-        _staging_id: &str,
-        _artefacts: &[String],
-    ) -> Result<usize> {
-        Ok(0)
+/// A scheme as the gateway calls it: its staging side and its namespace
+/// side, which a wrapper (the stream limits) can change apart.
+#[derive(Clone)]
+pub struct Served {
+    pub stager: Arc<dyn Stager>,
+    pub namespace: Arc<dyn Namespace>,
+}
+
+impl Served {
+    /// Both sides from one backend.
+    pub fn new<B: Stager + Namespace + 'static>(backend: B) -> Served {
+        let backend = Arc::new(backend);
+        Served {
+            stager: backend.clone(),
+            namespace: backend,
+        }
     }
 }
 
@@ -397,7 +421,7 @@ pub trait StagedWriter: Send {
 /// The backends by scheme.
 #[derive(Clone, Default)]
 pub struct Registry {
-    backends: BTreeMap<String, Arc<dyn Backend>>,
+    backends: BTreeMap<String, Served>,
 }
 
 impl Registry {
@@ -413,16 +437,16 @@ impl Registry {
     }
 
     /// The backend of `scheme`, if it is served.
-    pub fn backend(&self, scheme: &str) -> Option<&Arc<dyn Backend>> {
+    pub fn backend(&self, scheme: &str) -> Option<&Served> {
         self.backends.get(scheme)
     }
 
-    pub fn register(&mut self, scheme: &str, backend: Arc<dyn Backend>) {
+    pub fn register(&mut self, scheme: &str, backend: Served) {
         self.backends.insert(scheme.to_string(), backend);
     }
 
     /// The backend for `scheme`, or `Unimplemented` naming the ones there are.
-    pub fn get(&self, scheme: &str) -> Result<&Arc<dyn Backend>> {
+    pub fn get(&self, scheme: &str) -> Result<&Served> {
         self.backends.get(scheme).ok_or_else(|| {
             let known: Vec<&str> = self.backends.keys().map(String::as_str).collect();
             let hint = if scheme == "hdfs" {
@@ -440,27 +464,4 @@ impl Registry {
     pub fn schemes(&self) -> impl Iterator<Item = &str> {
         self.backends.keys().map(String::as_str)
     }
-}
-
-/// Where a handle's staging lives (see [`StagedWriter::location`]).
-pub fn staging_location(handle: &HandleBody) -> String {
-    match &handle.staging {
-        Some(Staging::File(f)) => f.temp_path.clone(),
-        Some(Staging::Multipart(m)) => m.upload_id.clone(),
-        None => String::new(),
-    }
-}
-
-/// The staging of a handle, or `InvalidArgument` when it has none of the
-/// kind a backend needs (a handle for another scheme).
-pub(crate) fn expect_staging<'a, T>(
-    handle: &'a HandleBody,
-    pick: impl FnOnce(&'a Staging) -> Option<&'a T>,
-) -> Result<&'a T> {
-    handle.staging.as_ref().and_then(pick).ok_or_else(|| {
-        Error::InvalidArgument(format!(
-            "invalid handle: its staging does not belong to the backend of {}",
-            handle.target
-        ))
-    })
 }

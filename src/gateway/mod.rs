@@ -21,13 +21,12 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use crate::auth::{Caller, SessionSlot};
-use crate::backend::{Backend, BackendCapabilities, Registry, Staging};
+use crate::backend::{BackendCapabilities, Registry, Served, Staging};
 use crate::config::EntropyConfig;
 use crate::error::{Error, Result};
 use crate::handle::HandleKeys;
 use crate::location::{DefaultScheme, Location};
 use crate::metrics::Metrics;
-use crate::proto::HandleBody;
 use crate::state::StateStore;
 
 use locks::{StagingGuard, StagingLocks};
@@ -45,8 +44,8 @@ fn trace_target(target: &Location) {
 }
 
 /// The number of uploaded parts a handle lists, on the current RPC span.
-fn trace_parts(body: &HandleBody) {
-    if let Some(Staging::Multipart(m)) = &body.staging {
+fn trace_parts(staging: &Staging) {
+    if let Staging::Multipart(m) = staging {
         tracing::Span::current().record("parts", m.parts.len());
     }
 }
@@ -181,7 +180,7 @@ impl Gateway {
     /// nothing.
     async fn flush_for(&self, target: &Location) -> Result<()> {
         match self.registry.get(&target.scheme) {
-            Ok(backend) if !backend.capabilities().survives_restart => Ok(()),
+            Ok(backend) if !backend.stager.capabilities().survives_restart => Ok(()),
             _ => self.state.flush().await,
         }
     }
@@ -201,14 +200,14 @@ impl Gateway {
         }
     }
 
-    fn resolve(&self, path: &str) -> Result<(Location, Arc<dyn Backend>)> {
+    fn resolve(&self, path: &str) -> Result<(Location, Served)> {
         let location = Location::resolve(path, &self.default_scheme)?;
         refuse_staging_names(&location)?;
         let backend = self.registry.get(&location.scheme)?.clone();
         Ok((location, backend))
     }
 
-    fn resolve_dir(&self, path: &str) -> Result<(Location, Arc<dyn Backend>)> {
+    fn resolve_dir(&self, path: &str) -> Result<(Location, Served)> {
         let location = Location::resolve_dir(path, &self.default_scheme)?;
         refuse_staging_names(&location)?;
         let backend = self.registry.get(&location.scheme)?.clone();
@@ -219,7 +218,7 @@ impl Gateway {
     pub fn capabilities(&self, path: &str) -> Result<SchemeCapabilities> {
         let (location, backend) = self.resolve(path)?;
         Ok(SchemeCapabilities {
-            backend: backend.capabilities(),
+            backend: backend.stager.capabilities(),
             location,
         })
     }

@@ -58,6 +58,7 @@ impl Gateway {
         let (location, backend) = self.resolve(path)?;
         caller.check(&location)?;
         let stream = backend
+            .namespace
             .read(&location, offset, (length > 0).then_some(length))
             .await?;
         Ok(Reading { location, stream })
@@ -68,6 +69,7 @@ impl Gateway {
         let (location, backend) = self.resolve_dir(path)?;
         caller.check(&location)?;
         backend
+            .namespace
             .stat(&location)
             .await?
             .ok_or_else(|| Error::NotFound(format!("{location} does not exist")))
@@ -76,7 +78,7 @@ impl Gateway {
     pub async fn exists(&self, path: &str, caller: &Caller) -> Result<bool> {
         let (location, backend) = self.resolve_dir(path)?;
         caller.check(&location)?;
-        Ok(backend.stat(&location).await?.is_some())
+        Ok(backend.namespace.stat(&location).await?.is_some())
     }
 
     /// One page of the entries one level below a directory: at most
@@ -99,7 +101,7 @@ impl Gateway {
             after: page_token.to_string(),
             limit,
         };
-        let listing = backend.list(&location, &page).await?;
+        let listing = backend.namespace.list(&location, &page).await?;
         let next = match listing.entries.last() {
             Some(last) if listing.more => last.location.file_name().to_string(),
             _ => String::new(),
@@ -120,13 +122,13 @@ impl Gateway {
             )));
         }
         self.refuse_live_under(&location, "delete")?;
-        backend.delete(&location, recursive).await
+        backend.namespace.delete(&location, recursive).await
     }
 
     pub async fn mkdirs(&self, path: &str, caller: &Caller) -> Result<()> {
         let (location, backend) = self.resolve_dir(path)?;
         caller.check(&location)?;
-        backend.mkdirs(&location).await
+        backend.namespace.mkdirs(&location).await
     }
 
     /// Moves a file within one scheme; never replaces.
@@ -142,6 +144,6 @@ impl Gateway {
         }
         refuse_staging_names(&to)?;
         self.refuse_live_under(&from, "rename")?;
-        backend.rename(&from, &to).await
+        backend.namespace.rename(&from, &to).await
     }
 }

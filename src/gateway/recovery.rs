@@ -4,8 +4,9 @@
 use super::session::{Ended, Start};
 use super::{Gateway, trace_parts, trace_session, trace_target};
 use crate::auth::Caller;
-use crate::backend::{settle_without_staging, staging_location};
+use crate::backend::settle_without_staging;
 use crate::error::{Error, Result};
+use crate::handle::resume_point;
 use crate::location::Location;
 use crate::metrics::Metrics;
 use crate::proto::{HandleBody, HandleKind, SessionStatus, StagingRecord};
@@ -42,6 +43,7 @@ impl Gateway {
             }
             HandleKind::Unspecified => return Err(invalid_kind()),
         }
+        let point = resume_point(&body)?;
         let (target, backend) = self.resolve(&body.target)?;
         caller.check(&target)?;
         let _staging = self.staging_locks.lock(&body.staging_id).await;
@@ -50,7 +52,7 @@ impl Gateway {
             .staging(&body.staging_id)?
             .unwrap_or_else(|| StagingRecord {
                 epoch: body.epoch,
-                ..new_staging(&target, staging_location(&body))
+                ..new_staging(&target, point.staging.location().to_string())
             });
         if let Some(size) = record.committed_size {
             return Err(Error::FailedPrecondition(format!(
@@ -63,7 +65,7 @@ impl Gateway {
         // After the fence: a session recovered from its own live handle
         // gives its place to the new one, even at the cap.
         let slot = self.take_slots(caller)?;
-        let writer = backend.recover(&target, &body).await?;
+        let writer = backend.stager.recover(&target, &point).await?;
         record.epoch = record.epoch.max(body.epoch) + 1;
         // Pad for generations this replica never saw (another replica's).
         while (record.recovered_at.len() as u64) < record.epoch - 1 {
@@ -114,17 +116,18 @@ impl Gateway {
             return Err(invalid_kind());
         }
         caller.check_owner(&body.principal, "this handle")?;
+        let point = resume_point(&body)?;
         let (target, backend) = self.resolve(&body.target)?;
         caller.check(&target)?;
         trace_target(&target);
         trace_session(&body.session_id, body.position);
-        trace_parts(&body);
+        trace_parts(&point.staging);
         let _staging = self.staging_locks.lock(&body.staging_id).await;
         let mut record = self.state.staging(&body.staging_id)?;
         if record.as_ref().is_some_and(|r| r.committed_size.is_some()) {
             // This replica published this staging already: its upload or
             // temp file is consumed, so only the target can answer.
-            let size = backend.target_size(&target).await?;
+            let size = backend.stager.target_size(&target).await?;
             let size = settle_without_staging(&target, size, body.position, after_recovery)?;
             return Ok(Committed { target, size });
         }
@@ -132,8 +135,12 @@ impl Gateway {
             check_not_cut_back(record, &body, &target, "commit")?;
             self.fence(record, "").await?;
         }
-        let size = backend.commit(&target, &body, after_recovery).await?;
-        let mut record = record.unwrap_or_else(|| new_staging(&target, staging_location(&body)));
+        let size = backend
+            .stager
+            .commit(&target, &point, after_recovery)
+            .await?;
+        let mut record =
+            record.unwrap_or_else(|| new_staging(&target, point.staging.location().to_string()));
         record.committed_size = Some(size);
         record.updated_ms = now_ms();
         self.state.put_staging(&body.staging_id, &record)?;
@@ -145,6 +152,7 @@ impl Gateway {
         // crash kept out of sled), which the backend finds by name.
         {
             match backend
+                .stager
                 .remove_artefacts(&target, &body.staging_id, &record.tails)
                 .await
             {
@@ -174,8 +182,9 @@ impl Gateway {
         caller.check_owner(&body.principal, "this handle")?;
         let (target, backend) = self.resolve(&body.target)?;
         caller.check(&target)?;
+        let point = resume_point(&body)?;
         let _staging = self.staging_locks.lock(&body.staging_id).await;
-        backend.cleanup(&target, &body).await
+        backend.stager.cleanup(&target, &point).await
     }
 
     /// Takes a staging away from the live session that still writes it,

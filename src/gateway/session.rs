@@ -182,9 +182,9 @@ impl Gateway {
             None => target,
         };
         caller.check(&target)?;
-        backend.check_target(&target)?;
+        backend.stager.check_target(&target)?;
         let slot = self.take_slots(caller)?;
-        let mut writer = backend.open(&target).await?;
+        let mut writer = backend.stager.open(&target).await?;
         let id = uuid::Uuid::new_v4().to_string();
         self.state.put_staging(
             writer.staging_id(),
@@ -341,15 +341,15 @@ impl Gateway {
         inner.handle_issued = true;
         trace_target(&session.target);
         trace_session(&session.id, inner.position);
-        let body = handle_body(&session, &inner, HandleKind::Resume, staging);
-        trace_parts(&body);
-        if let Some(crate::backend::Staging::Multipart(m)) = &body.staging
+        trace_parts(&staging);
+        if let Staging::Multipart(m) = &staging
             && let Some(tail) = &m.tail
         {
             self.update_staging(&session.staging_id, &session.target, |r| {
                 r.tails.push(tail.path.clone())
             })?;
         }
+        let body = handle_body(&session, &inner, HandleKind::Resume, staging);
         self.state.put_session(
             &session.id,
             &session_record(
@@ -400,8 +400,8 @@ impl Gateway {
         inner.handle_issued = true;
         trace_target(&session.target);
         trace_session(&session.id, inner.position);
+        trace_parts(&staging);
         let body = handle_body(&session, &inner, HandleKind::Commit, staging);
-        trace_parts(&body);
         self.update_staging(&session.staging_id, &session.target, |r| {
             r.owner_session.clear()
         })?;
@@ -490,7 +490,7 @@ pub(super) fn handle_body(
         epoch: inner.epoch,
         session_id: session.id.clone(),
         principal: session.principal.clone(),
-        staging: Some(staging),
+        staging: Some(staging.into()),
     }
 }
 

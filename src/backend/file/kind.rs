@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::FileBackend;
-use crate::backend::{Backend, BackendKind, BuildContext, Configured};
+use crate::backend::{BackendKind, BuildContext, Configured, Served};
 use crate::error::{Error, Result};
 use crate::settings::{RawKeys, take_list};
 
@@ -42,13 +42,13 @@ fn configure(raw: &mut RawKeys) -> Result<Arc<dyn Configured>> {
 }
 
 impl Configured for FileConfig {
-    fn build(&self, _scheme: &'static str, context: &BuildContext) -> Result<Arc<dyn Backend>> {
+    fn build(&self, _scheme: &'static str, context: &BuildContext) -> Result<Served> {
         let roots = if self.roots.is_empty() {
             vec![context.data_dir.join("files")]
         } else {
             self.roots.clone()
         };
-        Ok(Arc::new(FileBackend::new(&roots)?))
+        Ok(Served::new(FileBackend::new(&roots)?))
     }
 
     fn as_any(&self) -> &dyn std::any::Any {

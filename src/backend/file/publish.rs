@@ -18,13 +18,6 @@ pub(super) fn entry(location: Location, meta: &std::fs::Metadata) -> Entry {
     }
 }
 
-pub(super) fn file_staging(s: &Staging) -> Option<&FileStaging> {
-    match s {
-        Staging::File(f) => Some(f),
-        _ => None,
-    }
-}
-
 /// A temp file and the roots its directory must lie under.
 pub(super) struct Staged<'a> {
     pub(super) temp: &'a Path,

@@ -10,7 +10,7 @@ use super::object::{
     need_authority, upload_config,
 };
 use super::s3::S3_MIN_PART_SIZE;
-use super::{Backend, BackendKind, BuildContext, Configured};
+use super::{BackendKind, BuildContext, Configured, Served};
 use crate::error::Result;
 use crate::settings::RawKeys;
 
@@ -58,9 +58,9 @@ fn configure(raw: &mut RawKeys) -> Result<Arc<dyn Configured>> {
 }
 
 impl Configured for GcsConfig {
-    fn build(&self, _scheme: &'static str, _context: &BuildContext) -> Result<Arc<dyn Backend>> {
+    fn build(&self, _scheme: &'static str, _context: &BuildContext) -> Result<Served> {
         let stores = Arc::new(GcsStores::new(self.clone()));
-        Ok(Arc::new(ObjectBackend::new(stores, self.upload, true)))
+        Ok(Served::new(ObjectBackend::new(stores, self.upload, true)))
     }
 
     fn as_any(&self) -> &dyn std::any::Any {

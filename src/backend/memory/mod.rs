@@ -18,7 +18,7 @@ use object_store::path::Path;
 use object_store::{MultipartId, ObjectStoreExt, PutPayload, PutResult};
 
 use super::object::{ObjectBackend, ObjectStores, StoreResolver, UploadConfig, upload_config};
-use super::{Backend, BackendKind, BuildContext, Configured};
+use super::{BackendKind, BuildContext, Configured, Served};
 use crate::error::{Error, Result};
 use crate::settings::RawKeys;
 
@@ -203,8 +203,8 @@ fn configure(raw: &mut RawKeys) -> Result<Arc<dyn Configured>> {
 }
 
 impl Configured for MemoryConfig {
-    fn build(&self, _scheme: &'static str, context: &BuildContext) -> Result<Arc<dyn Backend>> {
-        Ok(Arc::new(ObjectBackend::new(
+    fn build(&self, _scheme: &'static str, context: &BuildContext) -> Result<Served> {
+        Ok(Served::new(ObjectBackend::new(
             context.memory.clone(),
             self.upload,
             false,

@@ -15,13 +15,6 @@ pub(super) fn object_entry(location: &Location, meta: &object_store::ObjectMeta)
 /// Marker: the target exists, or the upload vanished.
 pub(super) struct Exists;
 
-pub(super) fn multipart_staging(s: &Staging) -> Option<&MultipartStaging> {
-    match s {
-        Staging::Multipart(m) => Some(m),
-        _ => None,
-    }
-}
-
 /// Parts must be numbered 0..n and, with the tail, add up to the position.
 pub(super) fn check_parts(staging: &MultipartStaging, position: u64) -> Result<()> {
     let contiguous = staging

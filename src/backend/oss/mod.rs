@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::object::{ObjectBackend, upload_config};
 use super::s3::{S3Config, S3Stores};
-use super::{Backend, BackendKind, BuildContext, Configured};
+use super::{BackendKind, BuildContext, Configured, Served};
 use crate::error::{Error, Result};
 use crate::settings::RawKeys;
 
@@ -83,9 +83,9 @@ fn configure(raw: &mut RawKeys) -> Result<Arc<dyn Configured>> {
 }
 
 impl Configured for OssConfig {
-    fn build(&self, scheme: &'static str, _context: &BuildContext) -> Result<Arc<dyn Backend>> {
+    fn build(&self, scheme: &'static str, _context: &BuildContext) -> Result<Served> {
         let stores = Arc::new(S3Stores::new(scheme, self.0.clone()));
-        Ok(Arc::new(ObjectBackend::new(stores, self.0.upload, true)))
+        Ok(Served::new(ObjectBackend::new(stores, self.0.upload, true)))
     }
 
     fn as_any(&self) -> &dyn std::any::Any {

@@ -9,7 +9,7 @@ use super::object::{
     ObjectBackend, ObjectStores, StoreCache, StoreResolver, UploadConfig, misconfigured,
     need_authority, upload_config,
 };
-use super::{Backend, BackendKind, BuildContext, Configured};
+use super::{BackendKind, BuildContext, Configured, Served};
 use crate::error::{Error, Result};
 use crate::settings::{RawKeys, parse_bool, take_duration};
 
@@ -108,9 +108,9 @@ fn configure(raw: &mut RawKeys) -> Result<Arc<dyn Configured>> {
 }
 
 impl Configured for S3Config {
-    fn build(&self, scheme: &'static str, _context: &BuildContext) -> Result<Arc<dyn Backend>> {
+    fn build(&self, scheme: &'static str, _context: &BuildContext) -> Result<Served> {
         let stores = Arc::new(S3Stores::new(scheme, self.clone()));
-        Ok(Arc::new(ObjectBackend::new(stores, self.upload, true)))
+        Ok(Served::new(ObjectBackend::new(stores, self.upload, true)))
     }
 
     fn as_any(&self) -> &dyn std::any::Any {

@@ -1,0 +1,262 @@
+//! The runs: the same workload through sluice and directly (`std::fs`,
+//! object_store), timed the same way.
+
+use super::*;
+
+/// The bytes every run writes: one chunk of pseudo-random data, sliced.
+pub fn chunk_data(chunk: usize) -> Bytes {
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    (0..chunk)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+pub fn progress(label: &str, total: u64, hidden: bool) -> ProgressBar {
+    if hidden {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix:>28} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(label.to_string());
+    bar
+}
+
+pub(crate) fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid bounds")
+}
+
+/// Writes the workload through a sluice (or sink) at `addr`, under
+/// `base`; returns the run and the paths it committed.
+pub async fn through_gateway(
+    addr: SocketAddr,
+    base: &str,
+    w: &Workload,
+    bar: &ProgressBar,
+) -> BenchResult<(Run, Vec<String>)> {
+    let options = ClientOptions {
+        chunk_size: w.chunk,
+        ..ClientOptions::default()
+    };
+    let client = Client::connect_with(format!("http://{addr}"), options.clone()).await?;
+    let data = chunk_data(w.chunk);
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for writer in 0..w.writers {
+        let (shared, data, w, bar) = (client.clone(), data.clone(), w.clone(), bar.clone());
+        let base = base.to_string();
+        let options = options.clone();
+        tasks.spawn(async move {
+            let client = if w.connection_per_writer {
+                Client::connect_with(format!("http://{addr}"), options).await?
+            } else {
+                shared
+            };
+            let (mut persists, mut commits) = (histogram(), histogram());
+            let mut paths = Vec::new();
+            for file in 0..w.files_per_writer {
+                let path = format!("{base}/w{writer}-f{file}-{}", uuid::Uuid::new_v4().simple());
+                let mut stream = client.open(&path).await?;
+                let (mut written, mut next_persist) = (0u64, w.persist_every);
+                while written < w.file_size {
+                    let n = (w.file_size - written).min(w.chunk as u64) as usize;
+                    stream.write_bytes(data.slice(..n)).await?;
+                    written += n as u64;
+                    bar.inc(n as u64);
+                    if w.persist_every > 0 && written >= next_persist && written < w.file_size {
+                        // The Persist call alone: the bytes before it are
+                        // sent and acknowledged first.
+                        stream.flush().await?;
+                        let t = Instant::now();
+                        stream.persist().await?;
+                        persists.record(t.elapsed().as_micros() as u64)?;
+                        next_persist += w.persist_every;
+                    }
+                }
+                let committer = stream.close_for_commit().await?;
+                let t = Instant::now();
+                committer.commit().await?;
+                commits.record(t.elapsed().as_micros() as u64)?;
+                paths.push(path);
+            }
+            BenchResult::Ok((persists, commits, paths))
+        });
+    }
+    let (mut persists, mut commits, mut paths) = (histogram(), histogram(), Vec::new());
+    while let Some(done) = tasks.join_next().await {
+        let (p, c, written) = done??;
+        persists.add(p)?;
+        commits.add(c)?;
+        paths.extend(written);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    Ok((
+        Run {
+            persist: Latency::of(&persists),
+            commit: Latency::of(&commits),
+            ..Run::timed(w.total(), seconds)
+        },
+        paths,
+    ))
+}
+
+/// Deletes what a run committed, so the next starts from the same state.
+pub async fn delete_all(addr: SocketAddr, paths: &[String]) -> BenchResult<()> {
+    let mut grpc = Client::connect(format!("http://{addr}")).await?.grpc();
+    for path in paths {
+        grpc.delete(DeleteRequest {
+            path: path.clone(),
+            recursive: false,
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+/// The file baseline: `std::fs` writes, `fsync` at the persist points,
+/// `fsync` + rename at the end (what a careful job does without sluice).
+pub async fn direct_file(dir: &Path, w: &Workload, bar: &ProgressBar) -> BenchResult<Run> {
+    std::fs::create_dir_all(dir)?;
+    let data = chunk_data(w.chunk);
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for writer in 0..w.writers {
+        let (dir, data, w, bar) = (dir.to_path_buf(), data.clone(), w.clone(), bar.clone());
+        tasks.spawn_blocking(move || -> BenchResult<()> {
+            for file in 0..w.files_per_writer {
+                let name = format!("w{writer}-f{file}-{}", uuid::Uuid::new_v4().simple());
+                let temp = dir.join(format!(".{name}.inprogress"));
+                let mut f = std::fs::File::create(&temp)?;
+                let (mut written, mut next_persist) = (0u64, w.persist_every);
+                while written < w.file_size {
+                    let n = (w.file_size - written).min(w.chunk as u64) as usize;
+                    f.write_all(&data[..n])?;
+                    written += n as u64;
+                    bar.inc(n as u64);
+                    if w.persist_every > 0 && written >= next_persist && written < w.file_size {
+                        f.sync_data()?;
+                        next_persist += w.persist_every;
+                    }
+                }
+                f.sync_all()?;
+                drop(f);
+                let target = dir.join(&name);
+                std::fs::rename(&temp, &target)?;
+                std::fs::File::open(&dir)?.sync_all()?;
+                std::fs::remove_file(&target)?;
+            }
+            Ok(())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done??;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(Run::timed(w.total(), seconds))
+}
+
+/// The object-store baseline: object_store's own multipart upload, with
+/// sluice's part size and parts in flight.
+pub async fn direct_object(
+    store: Arc<dyn object_store::ObjectStore>,
+    prefix: &str,
+    w: &Workload,
+    part_size: usize,
+    in_flight: usize,
+    bar: &ProgressBar,
+) -> BenchResult<Run> {
+    use object_store::ObjectStoreExt;
+    let data = chunk_data(w.chunk);
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for writer in 0..w.writers {
+        let (store, data, w, bar) = (store.clone(), data.clone(), w.clone(), bar.clone());
+        let prefix = prefix.to_string();
+        tasks.spawn(async move {
+            let mut paths = Vec::new();
+            for file in 0..w.files_per_writer {
+                let path = object_store::path::Path::from(format!(
+                    "{prefix}/direct-w{writer}-f{file}-{}",
+                    uuid::Uuid::new_v4().simple()
+                ));
+                let upload = store.put_multipart(&path).await?;
+                let mut multipart =
+                    object_store::WriteMultipart::new_with_chunk_size(upload, part_size);
+                let mut written = 0u64;
+                while written < w.file_size {
+                    let n = (w.file_size - written).min(w.chunk as u64) as usize;
+                    multipart.wait_for_capacity(in_flight).await?;
+                    multipart.put(data.slice(..n));
+                    written += n as u64;
+                    bar.inc(n as u64);
+                }
+                multipart.finish().await?;
+                paths.push(path);
+            }
+            BenchResult::Ok(paths)
+        });
+    }
+    let mut paths = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        paths.extend(done??);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    for path in paths {
+        store.delete(&path).await?;
+    }
+    Ok(Run::timed(w.total(), seconds))
+}
+
+/// Runs `through_gateway` against a sluice child, adding its server-side
+/// figures (peak RSS above the start, CPU per GiB).
+pub async fn measured_sluice(
+    server: &Child,
+    base: &str,
+    w: &Workload,
+    bar: &ProgressBar,
+) -> BenchResult<Run> {
+    server.reset_peak();
+    let before = server.stats();
+    let (mut run, paths) = through_gateway(server.addr, base, w, bar).await?;
+    let after = server.stats();
+    run.server_peak_rss_mib = Some(after.peak_rss_kib as f64 / 1024.0);
+    run.server_peak_rss_above_start_mib =
+        Some(after.peak_rss_kib.saturating_sub(before.rss_kib) as f64 / 1024.0);
+    run.server_cpu_s_per_gib = Some((after.cpu_s - before.cpu_s) / (w.total() as f64 / GIB as f64));
+    delete_all(server.addr, &paths).await?;
+    Ok(run)
+}
+
+/// Opens `count` sessions and leaves them idle; returns the server's RSS
+/// (MiB) before and with them open. The sessions are aborted afterwards.
+pub async fn idle_sessions(
+    server: &Child,
+    base: &str,
+    count: usize,
+    bar: &ProgressBar,
+) -> BenchResult<(f64, f64)> {
+    let client = Client::connect(format!("http://{}", server.addr)).await?;
+    let before = server.stats().rss_kib as f64 / 1024.0;
+    let mut streams = Vec::with_capacity(count);
+    for i in 0..count {
+        streams.push(client.open(&format!("{base}/idle-{i}")).await?);
+        bar.inc(1);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let with = server.stats().rss_kib as f64 / 1024.0;
+    for stream in streams {
+        stream.abort().await?;
+    }
+    Ok((before, with))
+}
