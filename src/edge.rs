@@ -23,6 +23,8 @@ use tokio::sync::Semaphore;
 use tonic::body::Body;
 use tower::{Layer, Service};
 
+use crate::error::Error;
+
 /// Streaming RPCs: no unary deadline applies to them.
 const STREAMING: &[&str] = &[
     "/sluice.v1.StorageGateway/Write",
@@ -118,8 +120,9 @@ pub fn record_status<B>(response: &Response<B>, _latency: Duration, span: &traci
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-fn status_response(status: tonic::Status) -> Response<Body> {
-    status.into_http()
+/// The answer to a call the edge refuses itself.
+fn refusal(err: Error) -> Response<Body> {
+    tonic::Status::from(err).into_http()
 }
 
 /// One rule of the RPC edge: what it does around a call. The `Layer` and
@@ -227,11 +230,7 @@ impl Rule<Body> for Shed {
             )
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            return Box::pin(async move {
-                Ok(status_response(tonic::Status::resource_exhausted(format!(
-                    "the gateway is at its bound of {limit} {what} in flight ({key}); retry with backoff"
-                ))))
-            });
+            return Box::pin(async move { Ok(refusal(Error::Shed { limit, what, key })) });
         };
         let future = next();
         Box::pin(async move {
@@ -260,7 +259,7 @@ impl Rule<Body> for UnaryDeadline {
         Box::pin(async move {
             match tokio::time::timeout(deadline, future).await {
                 Ok(response) => response,
-                Err(_) => Ok(status_response(tonic::Status::deadline_exceeded(format!(
+                Err(_) => Ok(refusal(Error::DeadlineExceeded(format!(
                     "{path} took longer than {} ms (rpc.unary-timeout)",
                     deadline.as_millis()
                 )))),
@@ -276,28 +275,6 @@ impl Rule<Body> for UnaryDeadline {
 #[derive(Clone, Copy)]
 pub struct Oversize;
 
-/// tonic's words for a message over the decoding limit.
-pub fn is_oversize(status: &tonic::Status) -> bool {
-    status.code() == tonic::Code::OutOfRange
-        && status.message().contains("message length too large")
-}
-
-/// tonic's words for a request message that does not decode.
-pub fn is_undecodable(status: &tonic::Status) -> bool {
-    status.code() == tonic::Code::Internal
-        && status
-            .message()
-            .starts_with("failed to decode Protobuf message")
-}
-
-/// The `INVALID_ARGUMENT` a client gets for an undecodable message.
-pub fn undecodable(status: &tonic::Status) -> tonic::Status {
-    tonic::Status::invalid_argument(format!(
-        "the request message does not decode ({}); send a valid sluice.v1 message (string fields must be UTF-8)",
-        status.message()
-    ))
-}
-
 impl Rule<Body> for Oversize {
     fn around<E: Send + 'static>(
         &self,
@@ -309,17 +286,12 @@ impl Rule<Body> for Oversize {
             let response = future.await?;
             // A unary decode failure is a trailers-only response: its status
             // is in the headers.
-            match tonic::Status::from_header_map(response.headers()) {
-                Some(status) if is_oversize(&status) => {
-                    Ok(status_response(tonic::Status::resource_exhausted(format!(
-                        "{} (rpc.max-message-size); send smaller messages",
-                        status.message()
-                    ))))
-                }
-                Some(status) if is_undecodable(&status) => {
-                    Ok(status_response(undecodable(&status)))
-                }
-                _ => Ok(response),
+            match tonic::Status::from_header_map(response.headers())
+                .as_ref()
+                .and_then(crate::api::status::decoding_failure)
+            {
+                Some(err) => Ok(refusal(err)),
+                None => Ok(response),
             }
         })
     }

@@ -63,6 +63,30 @@ pub enum Error {
     /// A bug or an unexpected local failure (sled, the runtime).
     #[error("{0}")]
     Internal(String),
+
+    // ---- the RPC edge ----
+    /// The gateway is at its bound of calls in flight; this one was shed.
+    #[error("the gateway is at its bound of {limit} {what} in flight ({key}); retry with backoff")]
+    Shed {
+        limit: usize,
+        what: &'static str,
+        key: &'static str,
+    },
+
+    /// A unary call ran past `rpc.unary-timeout`, or a Write call sent no
+    /// message for `rpc.write-idle-timeout`.
+    #[error("{0}")]
+    DeadlineExceeded(String),
+
+    /// A message over `rpc.max-message-size` (what the decoder said).
+    #[error("{0} (rpc.max-message-size); send smaller messages")]
+    MessageTooLarge(String),
+
+    /// A request message that does not decode (what the decoder said).
+    #[error(
+        "the request message does not decode ({0}); send a valid sluice.v1 message (string fields must be UTF-8)"
+    )]
+    Undecodable(String),
 }
 
 /// Shorthand for results of gateway operations.

@@ -7,6 +7,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{Authenticator, Caller};
 use crate::config::EdgeConfig;
+use crate::error::Error;
 use crate::gateway::Gateway;
 use crate::proto::storage_gateway_server::StorageGateway;
 use crate::proto::*;
@@ -59,20 +60,15 @@ impl GatewayApi {
         let idle = self.edge.write_idle_timeout;
         match tokio::time::timeout_at(progress + idle, stream.message()).await {
             Ok(Ok(message)) => Ok(message),
-            Ok(Err(status)) if crate::edge::is_oversize(&status) => {
-                Err(Status::resource_exhausted(format!(
-                    "{} (rpc.max-message-size); send smaller messages",
-                    status.message()
-                )))
-            }
-            Ok(Err(status)) if crate::edge::is_undecodable(&status) => {
-                Err(crate::edge::undecodable(&status))
-            }
-            Ok(Err(status)) => Err(status),
-            Err(_) => Err(Status::deadline_exceeded(format!(
+            Ok(Err(status)) => match status::decoding_failure(&status) {
+                Some(err) => Err(err.into()),
+                None => Err(status),
+            },
+            Err(_) => Err(Error::DeadlineExceeded(format!(
                 "no Write message for {} ms (rpc.write-idle-timeout); what was acknowledged is kept, continue from the session's position",
                 idle.as_millis()
-            ))),
+            ))
+            .into()),
         }
     }
 }
@@ -225,9 +221,9 @@ impl StorageGateway for GatewayApi {
             .next_write(&mut stream, progress)
             .await?
             .ok_or_else(|| {
-                Status::invalid_argument(
-                    "the Write call sent no message: send at least one with a session_id",
-                )
+                Status::from(Error::InvalidArgument(
+                    "the Write call sent no message: send at least one with a session_id".into(),
+                ))
             })?;
         let guard = self.gateway.begin_write(&first.session_id, &caller)?;
         let mut bytes = first.data.len() as u64;
@@ -237,10 +233,11 @@ impl StorageGateway for GatewayApi {
         }
         while let Some(msg) = self.next_write(&mut stream, progress).await? {
             if !msg.session_id.is_empty() && msg.session_id != first.session_id {
-                return Err(Status::invalid_argument(format!(
+                return Err(Error::InvalidArgument(format!(
                     "one Write call writes one session: got {} after {}",
                     msg.session_id, first.session_id
-                )));
+                ))
+                .into());
             }
             bytes += msg.data.len() as u64;
             let before = position;

@@ -15,6 +15,39 @@ async fn capabilities(
     .await
 }
 
+/// The cause sluice names in a status's `sluice-cause` metadata.
+fn cause(status: &tonic::Status) -> &str {
+    status
+        .metadata()
+        .get("sluice-cause")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+/// Every status sluice answers names its cause; tonic's own decoding
+/// failures are told from sluice's answers by it, not by their words.
+#[tokio::test]
+async fn statuses_name_their_cause() {
+    let server = TestServer::start("").await;
+    let mut c = server.client().await;
+    let unknown = c
+        .open(sluice::proto::OpenRequest {
+            path: "gopher://x/y".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::Unimplemented);
+    assert_eq!(cause(&unknown), "Unimplemented");
+    let gap = c
+        .persist(sluice::proto::PersistRequest {
+            session_id: "no-such-session".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(cause(&gap), "SessionNotFound", "{gap:?}");
+}
+
 #[tokio::test]
 async fn calls_past_the_bound_are_shed_and_the_server_keeps_serving() {
     let server =
@@ -45,7 +78,9 @@ async fn calls_past_the_bound_are_shed_and_the_server_keeps_serving() {
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
-    let msg = expect_code(capabilities(&mut c).await, Code::ResourceExhausted);
+    let shed = capabilities(&mut c).await.unwrap_err();
+    assert_eq!(cause(&shed), "Shed", "{shed:?}");
+    let msg = expect_code(Err::<(), _>(shed), Code::ResourceExhausted);
     assert!(
         started.elapsed() < Duration::from_secs(1),
         "shedding should be immediate"
