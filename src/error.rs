@@ -28,9 +28,25 @@ pub enum Error {
     #[error("{0}")]
     AlreadyExists(String),
 
-    /// A write offset lies past the current position.
+    /// A read offset past the end, or a write offset that overflows.
     #[error("{0}")]
     OutOfRange(String),
+
+    /// A write offset past the session's position: the bytes between are
+    /// missing.
+    #[error(
+        "write at offset {offset} on session {session} leaves a gap: the position is {position}; resend from {position}"
+    )]
+    OffsetGap {
+        session: String,
+        offset: u64,
+        position: u64,
+    },
+
+    /// The session ended (closed for commit, aborted, taken over by a
+    /// Recover or Commit, or failed); the message says how and what next.
+    #[error("{0}")]
+    SessionEnded(String),
 
     /// A concurrent operation on the same session was refused.
     #[error("{0}")]
@@ -56,9 +72,30 @@ pub enum Error {
     #[error("{0}")]
     ResourceExhausted(String),
 
-    /// The storage behind a backend failed; nothing acknowledged is lost.
-    #[error("{0}")]
-    Unavailable(String),
+    /// The storage behind a backend failed (after its client's own
+    /// retries); nothing acknowledged is lost.
+    #[error("{message}")]
+    StoreUnavailable {
+        message: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+
+    /// The state store (sled) cannot read or write its files.
+    #[error("{message}")]
+    StateUnavailable {
+        message: String,
+        #[source]
+        source: sled::Error,
+    },
+
+    /// The state store's disk is full.
+    #[error("{message}")]
+    StateFull {
+        message: String,
+        #[source]
+        source: sled::Error,
+    },
 
     /// A bug or an unexpected local failure (sled, the runtime).
     #[error("{0}")]
@@ -92,6 +129,33 @@ pub enum Error {
 /// Shorthand for results of gateway operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Why sluice cannot start (or a tool cannot read its options): the
+/// message names the key or file and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A configuration key (or a tool's option) has a value sluice cannot
+    /// use, or keys that belong together are not all set.
+    #[error("{0}")]
+    Config(String),
+    /// The data dir, a file root, the state store or the signing key cannot
+    /// be used.
+    #[error("{0}")]
+    Files(String),
+    /// The TLS certificate, key or CA files cannot be read or used.
+    #[error("{0}")]
+    Tls(String),
+}
+
+/// Shorthand for results of start-up and configuration.
+pub type StartResult<T> = std::result::Result<T, StartError>;
+
+impl From<Error> for StartError {
+    /// A domain failure during start-up (opening sled, creating a root).
+    fn from(err: Error) -> Self {
+        StartError::Files(err.to_string())
+    }
+}
+
 impl From<sled::Error> for Error {
     fn from(err: sled::Error) -> Self {
         match &err {
@@ -99,13 +163,19 @@ impl From<sled::Error> for Error {
                 if io.kind() == std::io::ErrorKind::StorageFull
                     || io.raw_os_error() == Some(libc::ENOSPC) =>
             {
-                Error::ResourceExhausted(format!(
-                    "the state store's disk is full ({err}): free space in the gateway's data dir, then restart the gateway (/readyz and /healthz say so meanwhile)"
-                ))
+                Error::StateFull {
+                    message: format!(
+                        "the state store's disk is full ({err}): free space in the gateway's data dir, then restart the gateway (/readyz and /healthz say so meanwhile)"
+                    ),
+                    source: err,
+                }
             }
-            sled::Error::Io(_) => Error::Unavailable(format!(
-                "the state store (sled) failed to read or write its files ({err}); check the data dir's disk, then restart the gateway"
-            )),
+            sled::Error::Io(_) => Error::StateUnavailable {
+                message: format!(
+                    "the state store (sled) failed to read or write its files ({err}); check the data dir's disk, then restart the gateway"
+                ),
+                source: err,
+            },
             _ => Error::Internal(format!("state store (sled) failed: {err}")),
         }
     }

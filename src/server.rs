@@ -16,7 +16,7 @@ use crate::auth::Authenticator;
 use crate::backend::Registry;
 use crate::backend::memory::MemoryStores;
 use crate::config::{Config, JanitorConfig};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, StartError, StartResult};
 use crate::gateway::Gateway;
 use crate::handle::HandleKeys;
 use crate::metrics::Metrics;
@@ -73,10 +73,10 @@ pub struct Server {
 impl Server {
     /// Opens state and backends. Fails with a clear message when the data
     /// dir cannot be used (unwritable, or locked by another sluice).
-    pub fn start(options: ServerOptions) -> Result<Server> {
+    pub fn start(options: ServerOptions) -> StartResult<Server> {
         let data_dir = &options.data_dir;
         std::fs::create_dir_all(data_dir).map_err(|e| {
-            Error::InvalidArgument(format!(
+            StartError::Files(format!(
                 "cannot create the data dir {}: {e}",
                 data_dir.display()
             ))
@@ -96,7 +96,9 @@ impl Server {
             memory: &options.memory,
         };
         let mut registry = Registry::build(&config.backends, &context)?;
-        let auth = Authenticator::new(&config.principals, &config.default_scheme)?.map(Arc::new);
+        let auth = Authenticator::new(&config.principals, &config.default_scheme)
+            .map_err(|e| StartError::Config(e.to_string()))?
+            .map(Arc::new);
         let tls = config.tls.as_ref().map(load_tls).transpose()?;
         let metrics = Metrics::new();
         let (reclaimed_tx, reclaimed) = tokio::sync::mpsc::unbounded_channel();
@@ -130,12 +132,11 @@ impl Server {
 
 /// Reads `rpc.tls.*` and checks that rustls accepts it, so a bad file
 /// stops the start with a message rather than failing every handshake.
-fn load_tls(config: &crate::config::TlsConfig) -> Result<tonic::transport::ServerTlsConfig> {
+fn load_tls(config: &crate::config::TlsConfig) -> StartResult<tonic::transport::ServerTlsConfig> {
     use tonic::transport::{Certificate, Identity, ServerTlsConfig};
     let read = |key: &str, path: &std::path::Path| {
-        std::fs::read(path).map_err(|e| {
-            Error::InvalidArgument(format!("cannot read {key} {}: {e}", path.display()))
-        })
+        std::fs::read(path)
+            .map_err(|e| StartError::Tls(format!("cannot read {key} {}: {e}", path.display())))
     };
     let cert = read("rpc.tls.cert-file", &config.cert_file)?;
     let key = read("rpc.tls.key-file", &config.key_file)?;
@@ -146,7 +147,7 @@ fn load_tls(config: &crate::config::TlsConfig) -> Result<tonic::transport::Serve
     tonic::transport::Server::builder()
         .tls_config(tls.clone())
         .map_err(|e| {
-            Error::InvalidArgument(format!(
+            StartError::Tls(format!(
                 "rpc.tls.*: {} with {}: {e} (PEM certificate chain and PKCS#8, PKCS#1 or SEC1 key expected)",
                 config.cert_file.display(),
                 config.key_file.display()

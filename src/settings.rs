@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::error::{Error, Result};
+use crate::error::{StartError, StartResult as Result};
 
 /// The configuration as flat dotted keys and string values. Each reader
 /// removes the keys it reads, so what is left at the end is unknown.
@@ -48,13 +48,13 @@ pub fn take_list(raw: &mut RawKeys, key: &str) -> Option<Vec<String>> {
 pub fn secret(raw: &mut RawKeys, key: &str) -> Result<Option<String>> {
     let file_key = format!("{key}-file");
     match (raw.remove(key), raw.remove(&file_key)) {
-        (Some(_), Some(_)) => Err(Error::InvalidArgument(format!(
+        (Some(_), Some(_)) => Err(StartError::Config(format!(
             "set {key} or {file_key}, not both"
         ))),
         (Some(k), None) => Ok(Some(k)),
         (None, Some(path)) => std::fs::read_to_string(&path)
             .map(Some)
-            .map_err(|e| Error::InvalidArgument(format!("cannot read {file_key} {path}: {e}"))),
+            .map_err(|e| StartError::Config(format!("cannot read {file_key} {path}: {e}"))),
         (None, None) => Ok(None),
     }
 }
@@ -64,7 +64,7 @@ pub fn parse_bool(raw: &mut RawKeys, key: &str) -> Result<Option<bool>> {
         None => Ok(None),
         Some("true") => Ok(Some(true)),
         Some("false") => Ok(Some(false)),
-        Some(other) => Err(Error::InvalidArgument(format!(
+        Some(other) => Err(StartError::Config(format!(
             "{key}: {other:?} is not true or false"
         ))),
     }
@@ -73,7 +73,7 @@ pub fn parse_bool(raw: &mut RawKeys, key: &str) -> Result<Option<bool>> {
 /// Parses a duration: a number and a unit (`ms`, `s`, `min`/`m`, `h`, `d`).
 pub fn parse_duration(key: &str, value: &str) -> Result<std::time::Duration> {
     let bad = || {
-        Error::InvalidArgument(format!(
+        StartError::Config(format!(
             "{key}: {value:?} is not a duration such as 500ms, 30s, 10min, 12h or 7d"
         ))
     };
@@ -137,7 +137,7 @@ fn number_and_unit(value: &str) -> Option<(u64, &str)> {
 /// (`b`, `k`/`kb`, `m`/`mb`, `g`/`gb`, `t`/`tb`, binary multiples).
 pub fn parse_memory_size(key: &str, value: &str) -> Result<u64> {
     let bad = || {
-        Error::InvalidArgument(format!(
+        StartError::Config(format!(
             "{key}: {value:?} is not a memory size such as 5242880, 100kb or 5mb"
         ))
     };
@@ -157,7 +157,7 @@ pub fn parse_memory_size(key: &str, value: &str) -> Result<u64> {
 pub fn parse_positive(key: &str, value: &str) -> Result<u32> {
     match value.trim().parse::<u32>() {
         Ok(n) if n > 0 => Ok(n),
-        _ => Err(Error::InvalidArgument(format!(
+        _ => Err(StartError::Config(format!(
             "{key}: {value:?} is not a whole number of at least 1"
         ))),
     }

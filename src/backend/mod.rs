@@ -63,7 +63,8 @@ pub struct BackendKind {
     pub always: bool,
     /// Reads its keys (removing them) into the settings it is built from;
     /// bad values are start-up errors.
-    pub configure: fn(&mut crate::settings::RawKeys) -> Result<Arc<dyn Configured>>,
+    pub configure:
+        fn(&mut crate::settings::RawKeys) -> crate::error::StartResult<Arc<dyn Configured>>,
 }
 
 impl std::fmt::Debug for BackendKind {
@@ -75,7 +76,11 @@ impl std::fmt::Debug for BackendKind {
 /// A backend's settings, read from its keys.
 pub trait Configured: Send + Sync + std::fmt::Debug {
     /// The backend of one of its schemes.
-    fn build(&self, scheme: &'static str, context: &BuildContext) -> Result<Served>;
+    fn build(
+        &self,
+        scheme: &'static str,
+        context: &BuildContext,
+    ) -> crate::error::StartResult<Served>;
 
     /// The settings as their concrete type, for tests and tools.
     fn as_any(&self) -> &dyn std::any::Any;
@@ -426,7 +431,10 @@ pub struct Registry {
 
 impl Registry {
     /// The backends of every scheme `backends` serve.
-    pub fn build(backends: &[ConfiguredBackend], context: &BuildContext) -> Result<Registry> {
+    pub fn build(
+        backends: &[ConfiguredBackend],
+        context: &BuildContext,
+    ) -> crate::error::StartResult<Registry> {
         let mut registry = Registry::default();
         for backend in backends {
             for scheme in backend.kind.schemes {

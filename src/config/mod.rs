@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::backend::{BackendKind, ConfiguredBackend};
-use crate::error::{Error, Result};
+use crate::error::{StartError, StartResult as Result};
 use crate::location::DefaultScheme;
 use crate::settings::{
     RawKeys, parse_bool, parse_yaml, take_duration, take_memory_size, take_positive,
@@ -181,13 +181,13 @@ impl Config {
         let mut raw = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| {
-                    Error::InvalidArgument(format!(
+                    StartError::Config(format!(
                         "cannot read the config file {}: {e}",
                         path.display()
                     ))
                 })?;
                 parse_yaml(&text).map_err(|e| {
-                    Error::InvalidArgument(format!("config file {}: {e}", path.display()))
+                    StartError::Config(format!("config file {}: {e}", path.display()))
                 })?
             }
             None => RawKeys::new(),
@@ -202,12 +202,12 @@ impl Config {
     }
 
     pub fn from_yaml(text: &str) -> Result<Config> {
-        Config::from_map(parse_yaml(text).map_err(|e| Error::InvalidArgument(e.to_string()))?)
+        Config::from_map(parse_yaml(text).map_err(|e| StartError::Config(e.to_string()))?)
     }
 
     pub fn from_map(mut raw: RawKeys) -> Result<Config> {
         let default_scheme = match raw.remove("fs.default-scheme") {
-            Some(v) => DefaultScheme::parse(&v)?,
+            Some(v) => DefaultScheme::parse(&v).map_err(|e| StartError::Config(e.to_string()))?,
             None => DefaultScheme::default(),
         };
         // Before the backends: `s3.entropy.key` or `fs.s3.limit.*` alone
@@ -303,7 +303,7 @@ fn edge(raw: &mut RawKeys) -> Result<EdgeConfig> {
     }
     if let Some(size) = take_memory_size(raw, "rpc.max-message-size")? {
         if !(1024..=(1 << 30)).contains(&size) {
-            return Err(Error::InvalidArgument(format!(
+            return Err(StartError::Config(format!(
                 "rpc.max-message-size must lie between 1kb and 1gb, not {size} bytes"
             )));
         }

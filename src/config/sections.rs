@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use super::{ENTROPY_FORBIDDEN, EntropyConfig, PrincipalConfig, SigningConfig, TlsConfig};
 use crate::backend::StreamLimits;
-use crate::error::{Error, Result};
+use crate::error::{StartError, StartResult as Result};
 use crate::settings::{RawKeys, parse_positive, secret};
 
 /// `handle.signing.*` and `handle.verification.*`.
@@ -36,17 +36,17 @@ fn verification_keys(raw: &mut RawKeys) -> Result<BTreeMap<String, Vec<u8>>> {
     for id in ids {
         let key = format!("handle.verification.{id}.key");
         let Some(text) = secret(raw, &key)? else {
-            return Err(Error::InvalidArgument(format!(
+            return Err(StartError::Config(format!(
                 "handle.verification.{id}: give the key as {key} or {key}-file"
             )));
         };
         if id.is_empty() || id.contains('.') {
-            return Err(Error::InvalidArgument(format!(
+            return Err(StartError::Config(format!(
                 "{key}: {id:?} is not a key id (the id handles carry, without dots)"
             )));
         }
         let parsed =
-            parse_signing_key(&text).map_err(|e| Error::InvalidArgument(format!("{key}: {e}")))?;
+            parse_signing_key(&text).map_err(|e| StartError::Config(format!("{key}: {e}")))?;
         out.insert(id, parsed);
     }
     Ok(out)
@@ -64,11 +64,11 @@ pub(super) fn tls(raw: &mut RawKeys) -> Result<Option<TlsConfig>> {
             client_ca_file: ca.map(PathBuf::from),
         })),
         (None, None) if ca.is_none() => Ok(None),
-        (None, None) => Err(Error::InvalidArgument(
+        (None, None) => Err(StartError::Config(
             "rpc.tls.client-ca-file needs TLS: set rpc.tls.cert-file and rpc.tls.key-file too"
                 .into(),
         )),
-        _ => Err(Error::InvalidArgument(
+        _ => Err(StartError::Config(
             "set both rpc.tls.cert-file and rpc.tls.key-file, or neither".into(),
         )),
     }
@@ -91,7 +91,7 @@ pub(super) fn principals(raw: &mut RawKeys) -> Result<Vec<PrincipalConfig>> {
         match parsed {
             Some((name, _)) => names.insert(name.to_string()),
             None => {
-                return Err(Error::InvalidArgument(format!(
+                return Err(StartError::Config(format!(
                     "{key}: not an auth key; they are auth.principals.<name>.{{{}}}",
                     FIELDS.join(",")
                 )));
@@ -103,7 +103,7 @@ pub(super) fn principals(raw: &mut RawKeys) -> Result<Vec<PrincipalConfig>> {
     for name in names {
         let key = |field: &str| format!("auth.principals.{name}.{field}");
         let hash = raw.remove(&key("token-sha256")).ok_or_else(|| {
-            Error::InvalidArgument(format!(
+            StartError::Config(format!(
                 "{}: missing; `sluice token` prints a token and its hash",
                 key("token-sha256")
             ))
@@ -112,13 +112,13 @@ pub(super) fn principals(raw: &mut RawKeys) -> Result<Vec<PrincipalConfig>> {
             .ok()
             .and_then(|b| b.try_into().ok())
             .ok_or_else(|| {
-                Error::InvalidArgument(format!(
+                StartError::Config(format!(
                     "{}: not 64 hex digits (the SHA-256 of the token, not the token)",
                     key("token-sha256")
                 ))
             })?;
         if !hashes.insert(token_sha256) {
-            return Err(Error::InvalidArgument(format!(
+            return Err(StartError::Config(format!(
                 "{}: another principal has the same token",
                 key("token-sha256")
             )));
@@ -132,7 +132,7 @@ pub(super) fn principals(raw: &mut RawKeys) -> Result<Vec<PrincipalConfig>> {
             .map(String::from)
             .collect();
         if prefixes.is_empty() {
-            return Err(Error::InvalidArgument(format!(
+            return Err(StartError::Config(format!(
                 "{}: give at least one URI prefix, e.g. s3://bucket/jobs/{name}/",
                 key("prefixes")
             )));
@@ -166,11 +166,12 @@ pub(super) fn limits(raw: &mut RawKeys) -> Result<BTreeMap<String, StreamLimits>
     for (key, scheme, what) in keys {
         let (scheme, what) = (scheme.as_str(), what.as_str());
         let value = raw.remove(&key).unwrap_or_default();
-        let n: i64 = value.trim().parse().map_err(|_| {
-            Error::InvalidArgument(format!("{key}: {value:?} is not a whole number"))
-        })?;
+        let n: i64 = value
+            .trim()
+            .parse()
+            .map_err(|_| StartError::Config(format!("{key}: {value:?} is not a whole number")))?;
         if n < -1 {
-            return Err(Error::InvalidArgument(format!(
+            return Err(StartError::Config(format!(
                 "{key} is {n}; use a positive number, or 0 or -1 for no limit"
             )));
         }
@@ -184,7 +185,7 @@ pub(super) fn limits(raw: &mut RawKeys) -> Result<BTreeMap<String, StreamLimits>
             "timeout" => limits.timeout = millis,
             "stream-timeout" => limits.stream_timeout = millis,
             _ => {
-                return Err(Error::InvalidArgument(format!(
+                return Err(StartError::Config(format!(
                     "{key}: unknown limit; the limits are total, output, input, timeout and stream-timeout"
                 )));
             }
@@ -204,7 +205,7 @@ pub(super) fn entropy(raw: &mut RawKeys) -> Result<BTreeMap<String, EntropyConfi
             .remove(&format!("{scheme}.entropy.key"))
             .unwrap_or_default();
         if key.is_empty() || key.contains('/') {
-            return Err(Error::InvalidArgument(format!(
+            return Err(StartError::Config(format!(
                 "{scheme}.entropy.key must be a non-empty marker without '/', such as _entropy_"
             )));
         }
@@ -212,7 +213,7 @@ pub(super) fn entropy(raw: &mut RawKeys) -> Result<BTreeMap<String, EntropyConfi
             .chars()
             .find(|c| ENTROPY_FORBIDDEN.contains(*c) || c.is_control())
         {
-            return Err(Error::InvalidArgument(format!(
+            return Err(StartError::Config(format!(
                 "{scheme}.entropy.key {key:?} contains {c:?}; none of {ENTROPY_FORBIDDEN} may appear in it"
             )));
         }
@@ -224,7 +225,7 @@ pub(super) fn entropy(raw: &mut RawKeys) -> Result<BTreeMap<String, EntropyConfi
         out.insert(scheme, EntropyConfig { key, length });
     }
     if let Some(orphan) = raw.keys().find(|k| k.ends_with(".entropy.length")) {
-        return Err(Error::InvalidArgument(format!(
+        return Err(StartError::Config(format!(
             "{orphan} is set but its .entropy.key is not"
         )));
     }
@@ -234,12 +235,12 @@ pub(super) fn entropy(raw: &mut RawKeys) -> Result<BTreeMap<String, EntropyConfi
 /// Parses a hex secret of at least 32 bytes.
 pub fn parse_signing_key(text: &str) -> Result<Vec<u8>> {
     let key = hex::decode(text.trim()).map_err(|_| {
-        Error::InvalidArgument(
+        StartError::Config(
             "handle.signing.key must be hex; generate one with `openssl rand -hex 32`".into(),
         )
     })?;
     if key.len() < 32 {
-        return Err(Error::InvalidArgument(format!(
+        return Err(StartError::Config(format!(
             "handle.signing.key has {} bytes; use at least 32 (`openssl rand -hex 32`)",
             key.len()
         )));

@@ -89,7 +89,7 @@ impl Ended {
         if let Ended::Reclaimed(why) = self {
             return Error::Reclaimed(format!("session {id} was {why}"));
         }
-        Error::FailedPrecondition(match self {
+        Error::SessionEnded(match self {
             Ended::Closed => {
                 format!("session {id} was closed for commit; commit its handle instead of writing")
             }
@@ -377,15 +377,19 @@ impl Gateway {
     pub async fn close_for_commit(&self, session_id: &str, caller: &Caller) -> Result<Issued> {
         // `close_live` checked the owner of the record read here.
         match self.close_live(session_id, caller).await {
-            Err(Error::FailedPrecondition(why)) => match self.state.session(session_id)? {
-                Some(r) if r.status() == SessionStatus::Closed && !r.commit_handle.is_empty() => {
-                    Ok(Issued {
-                        handle: r.commit_handle,
-                        position: r.persisted_position,
-                    })
+            Err(e @ (Error::SessionEnded(_) | Error::FailedPrecondition(_))) => {
+                match self.state.session(session_id)? {
+                    Some(r)
+                        if r.status() == SessionStatus::Closed && !r.commit_handle.is_empty() =>
+                    {
+                        Ok(Issued {
+                            handle: r.commit_handle,
+                            position: r.persisted_position,
+                        })
+                    }
+                    _ => Err(e),
                 }
-                _ => Err(Error::FailedPrecondition(why)),
-            },
+            }
             closed => closed,
         }
     }
@@ -535,10 +539,11 @@ async fn append_to(
             ))
         })?;
         if offset > position {
-            return Err(Error::OutOfRange(format!(
-                "write at offset {offset} on session {} leaves a gap: the position is {position}; resend from {position}",
-                session.id
-            )));
+            return Err(Error::OffsetGap {
+                session: session.id.clone(),
+                offset,
+                position,
+            });
         }
         if end <= position {
             return Ok(position);

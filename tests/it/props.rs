@@ -129,8 +129,8 @@ proptest! {
     ) {
         match Config::from_map(entries) {
             Ok(_) => {}
-            Err(sluice::error::Error::InvalidArgument(msg)) => prop_assert!(!msg.is_empty()),
-            Err(other) => prop_assert!(false, "not InvalidArgument: {other:?}"),
+            Err(sluice::error::StartError::Config(msg)) => prop_assert!(!msg.is_empty()),
+            Err(other) => prop_assert!(false, "not a configuration error: {other:?}"),
         }
     }
 }

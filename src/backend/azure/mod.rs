@@ -10,7 +10,7 @@ use super::object::{
     need_authority, upload_config,
 };
 use super::{BackendKind, BuildContext, Configured, Served};
-use crate::error::Result;
+use crate::error::{Result, StartResult};
 use crate::settings::RawKeys;
 
 pub static KIND: BackendKind = BackendKind {
@@ -50,7 +50,7 @@ pub struct AzureConfig {
     pub upload: UploadConfig,
 }
 
-fn configure(raw: &mut RawKeys) -> Result<Arc<dyn Configured>> {
+fn configure(raw: &mut RawKeys) -> StartResult<Arc<dyn Configured>> {
     Ok(Arc::new(AzureConfig {
         account: raw.remove("azure.account.name"),
         key: raw.remove("azure.account.key"),
@@ -60,7 +60,7 @@ fn configure(raw: &mut RawKeys) -> Result<Arc<dyn Configured>> {
 }
 
 impl Configured for AzureConfig {
-    fn build(&self, scheme: &'static str, _context: &BuildContext) -> Result<Served> {
+    fn build(&self, scheme: &'static str, _context: &BuildContext) -> StartResult<Served> {
         let stores = Arc::new(AzureStores::new(scheme, self.clone()));
         Ok(Served::new(ObjectBackend::new(stores, self.upload, true)))
     }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::FileBackend;
 use crate::backend::{BackendKind, BuildContext, Configured, Served};
-use crate::error::{Error, Result};
+use crate::error::{StartError, StartResult as Result};
 use crate::settings::{RawKeys, take_list};
 
 pub static KIND: BackendKind = BackendKind {
@@ -33,7 +33,7 @@ fn configure(raw: &mut RawKeys) -> Result<Arc<dyn Configured>> {
         .map(PathBuf::from)
         .collect();
     if let Some(bad) = roots.iter().find(|p| !p.is_absolute()) {
-        return Err(Error::InvalidArgument(format!(
+        return Err(StartError::Config(format!(
             "fs.file.allowed-roots: {} is not an absolute path",
             bad.display()
         )));

@@ -246,6 +246,9 @@ pub(super) fn io_error(e: std::io::Error, doing: &str) -> Error {
         ErrorKind::StorageFull | ErrorKind::QuotaExceeded => Error::ResourceExhausted(format!(
             "{doing}: {e}; free space, then recover from your last handle"
         )),
-        _ => Error::Unavailable(format!("{doing}: {e}")),
+        _ => Error::StoreUnavailable {
+            message: format!("{doing}: {e}"),
+            source: Some(Box::new(e)),
+        },
     }
 }

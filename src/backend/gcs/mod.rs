@@ -11,7 +11,7 @@ use super::object::{
 };
 use super::s3::S3_MIN_PART_SIZE;
 use super::{BackendKind, BuildContext, Configured, Served};
-use crate::error::Result;
+use crate::error::{Result, StartResult};
 use crate::settings::RawKeys;
 
 pub static KIND: BackendKind = BackendKind {
@@ -49,7 +49,7 @@ pub struct GcsConfig {
     pub upload: UploadConfig,
 }
 
-fn configure(raw: &mut RawKeys) -> Result<Arc<dyn Configured>> {
+fn configure(raw: &mut RawKeys) -> StartResult<Arc<dyn Configured>> {
     Ok(Arc::new(GcsConfig {
         endpoint: raw.remove("gs.endpoint"),
         service_account_file: raw.remove("gs.service-account-file"),
@@ -58,7 +58,7 @@ fn configure(raw: &mut RawKeys) -> Result<Arc<dyn Configured>> {
 }
 
 impl Configured for GcsConfig {
-    fn build(&self, _scheme: &'static str, _context: &BuildContext) -> Result<Served> {
+    fn build(&self, _scheme: &'static str, _context: &BuildContext) -> StartResult<Served> {
         let stores = Arc::new(GcsStores::new(self.clone()));
         Ok(Served::new(ObjectBackend::new(stores, self.upload, true)))
     }

@@ -19,7 +19,7 @@ use object_store::{MultipartId, ObjectStoreExt, PutPayload, PutResult};
 
 use super::object::{ObjectBackend, ObjectStores, StoreResolver, UploadConfig, upload_config};
 use super::{BackendKind, BuildContext, Configured, Served};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, StartResult};
 use crate::settings::RawKeys;
 
 /// Multipart uploads of one memory store.
@@ -196,14 +196,14 @@ pub struct MemoryConfig {
     pub upload: UploadConfig,
 }
 
-fn configure(raw: &mut RawKeys) -> Result<Arc<dyn Configured>> {
+fn configure(raw: &mut RawKeys) -> StartResult<Arc<dyn Configured>> {
     Ok(Arc::new(MemoryConfig {
         upload: upload_config(raw, "memory", 1)?,
     }))
 }
 
 impl Configured for MemoryConfig {
-    fn build(&self, _scheme: &'static str, context: &BuildContext) -> Result<Served> {
+    fn build(&self, _scheme: &'static str, context: &BuildContext) -> StartResult<Served> {
         Ok(Served::new(ObjectBackend::new(
             context.memory.clone(),
             self.upload,

@@ -145,6 +145,9 @@ pub(super) fn store_error(e: object_store::Error, doing: &str) -> Error {
         object_store::Error::NotFound { .. } => Error::FailedPrecondition(format!(
             "{doing}: {e} (does the bucket or container exist?)"
         )),
-        e => Error::Unavailable(format!("{doing}: {e}")),
+        e => Error::StoreUnavailable {
+            message: format!("{doing}: {e}"),
+            source: Some(Box::new(e)),
+        },
     }
 }

@@ -2,7 +2,7 @@
 //! reads (`<section>.upload.min.part.size`,
 //! `<section>.upload.max.concurrent.uploads`).
 
-use crate::error::{Error, Result};
+use crate::error::{StartError, StartResult as Result};
 use crate::settings::{RawKeys, take_memory_size, take_positive};
 
 /// 5 MiB: S3's smallest non-final part, the default part size everywhere.
@@ -33,7 +33,7 @@ pub fn upload_config(raw: &mut RawKeys, section: &str, min: u64) -> Result<Uploa
     let size_key = format!("{section}.upload.min.part.size");
     if let Some(size) = take_memory_size(raw, &size_key)? {
         if size < min.max(1) {
-            return Err(Error::InvalidArgument(format!(
+            return Err(StartError::Config(format!(
                 "{size_key} is {size} bytes; this store needs at least {} bytes per part",
                 min.max(1)
             )));

@@ -66,10 +66,13 @@ impl ObjectWriter {
     fn check(&self) -> Result<()> {
         match &self.broken {
             None => Ok(()),
-            Some(why) => Err(Error::Unavailable(format!(
-                "an upload of {} failed earlier ({why}); recover from your last handle",
-                self.target
-            ))),
+            Some(why) => Err(Error::StoreUnavailable {
+                message: format!(
+                    "an upload of {} failed earlier ({why}); recover from your last handle",
+                    self.target
+                ),
+                source: None,
+            }),
         }
     }
 

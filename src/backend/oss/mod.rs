@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::object::{ObjectBackend, upload_config};
 use super::s3::{S3Config, S3Stores};
 use super::{BackendKind, BuildContext, Configured, Served};
-use crate::error::{Error, Result};
+use crate::error::{StartError, StartResult};
 use crate::settings::RawKeys;
 
 /// OSS refuses non-final parts under 100 KB.
@@ -50,9 +50,9 @@ const KEYS: &[(&str, &str)] = &[
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OssConfig(pub S3Config);
 
-fn configure(raw: &mut RawKeys) -> Result<Arc<dyn Configured>> {
+fn configure(raw: &mut RawKeys) -> StartResult<Arc<dyn Configured>> {
     let endpoint = raw.remove("fs.oss.endpoint").ok_or_else(|| {
-        Error::InvalidArgument(
+        StartError::Config(
             "oss:// needs fs.oss.endpoint, e.g. https://oss-cn-hangzhou.aliyuncs.com".into(),
         )
     })?;
@@ -63,7 +63,7 @@ fn configure(raw: &mut RawKeys) -> Result<Arc<dyn Configured>> {
         (Some(host), Some(port)) => Some(format!("http://{host}:{port}")),
         (None, None) => None,
         _ => {
-            return Err(Error::InvalidArgument(
+            return Err(StartError::Config(
                 "set both fs.oss.proxy.host and fs.oss.proxy.port, or neither".into(),
             ));
         }
@@ -83,7 +83,7 @@ fn configure(raw: &mut RawKeys) -> Result<Arc<dyn Configured>> {
 }
 
 impl Configured for OssConfig {
-    fn build(&self, scheme: &'static str, _context: &BuildContext) -> Result<Served> {
+    fn build(&self, scheme: &'static str, _context: &BuildContext) -> StartResult<Served> {
         let stores = Arc::new(S3Stores::new(scheme, self.0.clone()));
         Ok(Served::new(ObjectBackend::new(stores, self.0.upload, true)))
     }

@@ -10,7 +10,7 @@ use super::object::{
     need_authority, upload_config,
 };
 use super::{BackendKind, BuildContext, Configured, Served};
-use crate::error::{Error, Result};
+use crate::error::{Result, StartError, StartResult};
 use crate::settings::{RawKeys, parse_bool, take_duration};
 
 /// S3 refuses non-final parts under 5 MiB (GCS's XML API too).
@@ -83,7 +83,7 @@ pub struct S3Config {
     pub max_retries: Option<usize>,
 }
 
-fn configure(raw: &mut RawKeys) -> Result<Arc<dyn Configured>> {
+fn configure(raw: &mut RawKeys) -> StartResult<Arc<dyn Configured>> {
     Ok(Arc::new(S3Config {
         endpoint: raw.remove("s3.endpoint"),
         region: raw.remove("s3.region"),
@@ -98,7 +98,7 @@ fn configure(raw: &mut RawKeys) -> Result<Arc<dyn Configured>> {
             .remove("s3.retry.max-retries")
             .map(|v| {
                 v.trim().parse::<usize>().map_err(|_| {
-                    Error::InvalidArgument(format!(
+                    StartError::Config(format!(
                         "s3.retry.max-retries: {v:?} is not a whole number (0 turns retries off)"
                     ))
                 })
@@ -108,7 +108,7 @@ fn configure(raw: &mut RawKeys) -> Result<Arc<dyn Configured>> {
 }
 
 impl Configured for S3Config {
-    fn build(&self, scheme: &'static str, _context: &BuildContext) -> Result<Served> {
+    fn build(&self, scheme: &'static str, _context: &BuildContext) -> StartResult<Served> {
         let stores = Arc::new(S3Stores::new(scheme, self.clone()));
         Ok(Served::new(ObjectBackend::new(stores, self.upload, true)))
     }
