@@ -81,6 +81,7 @@ fn main() -> std::process::ExitCode {
             admin_listen,
             log_format,
         } => {
+            sluice::server::tune_allocator();
             let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
             let served = runtime.block_on(async {
                 let config =

@@ -178,6 +178,32 @@ impl Server {
     }
 }
 
+/// Keeps glibc's heap from growing with the number of concurrent writers.
+/// glibc serves a large allocation with mmap, but after the first such
+/// buffer is freed it raises its threshold and serves later ones (64 KiB
+/// messages, 1 MiB write buffers) from the heap, which it rarely gives back.
+/// A 10-minute soak of 64 writers then climbed from 70 to 339 MiB and had
+/// not levelled off. With the thresholds fixed, the first 240 s levelled off
+/// at about 140 MiB, where they had climbed to 231 MiB. Explicit
+/// `MALLOC_MMAP_THRESHOLD_` / `MALLOC_TRIM_THRESHOLD_` settings in the
+/// environment win. A no-op on other C libraries.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let unset = |name: &str| std::env::var_os(name).is_none();
+        // SAFETY: mallopt only sets allocator parameters; called once at
+        // start-up, before the runtime's threads exist.
+        unsafe {
+            if unset("MALLOC_MMAP_THRESHOLD_") {
+                libc::mallopt(libc::M_MMAP_THRESHOLD, 64 * 1024);
+            }
+            if unset("MALLOC_TRIM_THRESHOLD_") {
+                libc::mallopt(libc::M_TRIM_THRESHOLD, 128 * 1024);
+            }
+        }
+    }
+}
+
 /// The connections `listener` accepts, with TCP_NODELAY set.
 pub fn nodelay_incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
     tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
