@@ -70,14 +70,32 @@ fn bench_suite_smoke_run_reports_every_scenario_and_baseline() {
     );
 }
 
-/// `sluice-bench`, built beside `sluice` (another crate of the workspace,
-/// so Cargo names no `CARGO_BIN_EXE_` for it here).
+/// `sluice-bench`, built beside `sluice`. It is another crate of the
+/// workspace, so Cargo neither builds its binary for these tests nor names
+/// a `CARGO_BIN_EXE_` for it: the test builds it (a no-op when it is up to
+/// date), with the profile the tests were built with.
 fn bench_binary() -> std::path::PathBuf {
     let sluice = std::path::Path::new(env!("CARGO_BIN_EXE_sluice"));
+    let mut build = Command::new(env!("CARGO"));
+    build
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "sluice-bench",
+            "--bin",
+            "sluice-bench",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    if sluice.parent().and_then(|d| d.file_name()) == Some(std::ffi::OsStr::new("release")) {
+        build.arg("--release");
+    }
+    let status = build.status().expect("cargo runs");
+    assert!(status.success(), "cargo build -p sluice-bench failed");
     let bench = sluice.with_file_name(format!("sluice-bench{}", std::env::consts::EXE_SUFFIX));
     assert!(
         bench.exists(),
-        "{} is missing: build it with `cargo build -p sluice-bench` (cargo nextest run at the repository root builds it)",
+        "{} is missing after its build",
         bench.display()
     );
     bench
