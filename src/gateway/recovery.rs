@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::handle::resume_point;
 use crate::location::Location;
 use crate::metrics::Metrics;
-use crate::proto::{HandleBody, HandleKind, SessionStatus, StagingRecord};
+use crate::proto::{HandleBody, HandleKind, Recovery, SessionStatus, StagingRecord};
 use crate::state::{new_staging, now_ms, session_record};
 
 /// The session a Recover started.
@@ -66,6 +66,11 @@ impl Gateway {
         // gives its place to the new one, even at the cap.
         let slot = self.take_slots(caller)?;
         let writer = backend.stager.recover(&target, &point).await?;
+        let generation = new_generation()?;
+        record.recoveries.push(Recovery {
+            generation,
+            position: body.position,
+        });
         record.epoch = record.epoch.max(body.epoch) + 1;
         // Pad for generations this replica never saw (another replica's).
         while (record.recovered_at.len() as u64) < record.epoch - 1 {
@@ -92,6 +97,7 @@ impl Gateway {
             position: body.position,
             crc: body.crc32c,
             epoch: record.epoch,
+            generation,
             handle_issued: true,
         };
         self.insert_session(id.clone(), target.clone(), writer, start, caller, slot);
@@ -220,15 +226,39 @@ impl Gateway {
     }
 }
 
-/// The smallest position any Recover after generation `epoch` moved the
-/// staging to: handles of that generation beyond it lost their bytes.
-fn recovered_floor(record: &StagingRecord, epoch: u64) -> Option<u64> {
-    record
-        .recovered_at
-        .iter()
-        .skip(epoch as usize)
-        .copied()
-        .min()
+/// A random, non-zero id for a new session generation.
+pub(super) fn new_generation() -> Result<u64> {
+    loop {
+        let mut bytes = [0u8; 8];
+        getrandom::fill(&mut bytes).map_err(|e| Error::Internal(format!("no randomness: {e}")))?;
+        let id = u64::from_le_bytes(bytes);
+        if id != 0 {
+            return Ok(id);
+        }
+    }
+}
+
+/// The smallest position a Recover done here after generation `generation`
+/// was created moved the staging to: that generation's handles beyond it
+/// lost their bytes. `None` when no such Recover happened here, or when the
+/// generation was made elsewhere (another replica, or before generation ids
+/// existed): this replica's own Recovers cannot be ordered against it, so
+/// only what the store itself checks applies then (a `file://` resume
+/// handle's CRC, an upload's part ids).
+fn recovered_floor(record: &StagingRecord, generation: u64) -> Option<u64> {
+    if generation == 0 {
+        return None;
+    }
+    let later = if generation == record.opened_generation {
+        &record.recoveries[..]
+    } else {
+        let k = record
+            .recoveries
+            .iter()
+            .position(|r| r.generation == generation)?;
+        &record.recoveries[k + 1..]
+    };
+    later.iter().map(|r| r.position).min()
 }
 
 /// A handle whose bytes a later Recover cut off (it moved the staging back
@@ -240,7 +270,7 @@ fn check_not_cut_back(
     target: &Location,
     what: &str,
 ) -> Result<()> {
-    match recovered_floor(record, body.epoch) {
+    match recovered_floor(record, body.generation) {
         Some(floor) if body.position > floor => Err(Error::FailedPrecondition(format!(
             "cannot {what}: a later Recover moved the staged file of {target} back to {floor} bytes, discarding the {} this handle covers; use a handle from after that Recover",
             body.position
@@ -257,16 +287,42 @@ fn invalid_kind() -> Error {
 mod tests {
     use super::*;
 
+    fn recovery(generation: u64, position: u64) -> Recovery {
+        Recovery {
+            generation,
+            position,
+        }
+    }
+
     #[test]
     fn recovered_floor_is_the_minimum_since_the_handles_generation() {
         let record = StagingRecord {
-            epoch: 3,
-            recovered_at: vec![20, 10, 30],
+            opened_generation: 7,
+            recoveries: vec![recovery(11, 20), recovery(12, 10), recovery(13, 30)],
             ..Default::default()
         };
-        assert_eq!(recovered_floor(&record, 0), Some(10));
-        assert_eq!(recovered_floor(&record, 1), Some(10));
-        assert_eq!(recovered_floor(&record, 2), Some(30));
-        assert_eq!(recovered_floor(&record, 3), None);
+        assert_eq!(recovered_floor(&record, 7), Some(10));
+        assert_eq!(recovered_floor(&record, 11), Some(10));
+        assert_eq!(recovered_floor(&record, 12), Some(30));
+        assert_eq!(recovered_floor(&record, 13), None);
+    }
+
+    /// Two replicas count epochs apart, so a generation made on the other
+    /// replica cannot be ordered against this one's Recovers: its handles
+    /// are not refused here (they were, by epoch number, at 1,000 crashes
+    /// with two replicas: a legitimate commit answered FAILED_PRECONDITION).
+    #[test]
+    fn generations_made_elsewhere_are_never_cut_back_here() {
+        let record = StagingRecord {
+            opened_generation: 7,
+            recoveries: vec![recovery(11, 3800), recovery(12, 3800)],
+            ..Default::default()
+        };
+        assert_eq!(recovered_floor(&record, 99), None);
+        assert_eq!(
+            recovered_floor(&record, 0),
+            None,
+            "handles from before generation ids"
+        );
     }
 }

@@ -36,6 +36,8 @@ pub(super) struct Start {
     pub position: u64,
     pub crc: u32,
     pub epoch: u64,
+    /// The generation's random id (see `recovery::new_generation`).
+    pub generation: u64,
     /// A handle names the staging already (a recovered session).
     pub handle_issued: bool,
 }
@@ -65,6 +67,7 @@ pub(super) struct SessionInner {
     pub(super) position: u64,
     pub(super) crc: u32,
     pub(super) epoch: u64,
+    pub(super) generation: u64,
     /// A handle names this staging: aborting must keep it.
     pub(super) handle_issued: bool,
 }
@@ -186,10 +189,12 @@ impl Gateway {
         let slot = self.take_slots(caller)?;
         let mut writer = backend.stager.open(&target).await?;
         let id = uuid::Uuid::new_v4().to_string();
+        let generation = super::recovery::new_generation()?;
         self.state.put_staging(
             writer.staging_id(),
             &StagingRecord {
                 owner_session: id.clone(),
+                opened_generation: generation,
                 ..new_staging(&target, writer.location().to_string())
             },
         )?;
@@ -216,6 +221,7 @@ impl Gateway {
             position: 0,
             crc: 0,
             epoch: 0,
+            generation,
             handle_issued: false,
         };
         let session = self.insert_session(id.clone(), target.clone(), writer, start, caller, slot);
@@ -256,6 +262,7 @@ impl Gateway {
                 position: start.position,
                 crc: start.crc,
                 epoch: start.epoch,
+                generation: start.generation,
                 handle_issued: start.handle_issued,
             }),
         });
@@ -492,6 +499,7 @@ pub(super) fn handle_body(
         crc32c: inner.crc,
         staging_id: session.staging_id.clone(),
         epoch: inner.epoch,
+        generation: inner.generation,
         session_id: session.id.clone(),
         principal: session.principal.clone(),
         staging: Some(staging.into()),

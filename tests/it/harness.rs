@@ -43,8 +43,28 @@ impl TestServer {
 
     /// Starts a server on an existing data dir (kept by the caller).
     pub async fn start_in(data_dir: &Path, yaml: &str) -> TestServer {
+        TestServer::start_with(data_dir, yaml, None).await
+    }
+
+    /// Starts a replica of `other`: its own data dir (and sled), the same
+    /// memory stores; give both the same `handle.signing.key`.
+    pub async fn replica_of(other: &TestServer, yaml: &str) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = TestServer::start_with(dir.path(), yaml, Some(other.memory.clone())).await;
+        server._dir = Some(dir);
+        server
+    }
+
+    async fn start_with(
+        data_dir: &Path,
+        yaml: &str,
+        memory: Option<Arc<MemoryStores>>,
+    ) -> TestServer {
         let config = Config::from_yaml(yaml).expect("test config");
-        let options = ServerOptions::new(data_dir, config);
+        let mut options = ServerOptions::new(data_dir, config);
+        if let Some(memory) = memory {
+            options.memory = memory;
+        }
         let memory = options.memory.clone();
         let server = Server::start(options).expect("server starts");
         let metrics = server.gateway.metrics().clone();

@@ -31,6 +31,7 @@ prop_compose! {
             crc32c,
             staging_id,
             epoch,
+            generation: epoch.rotate_left(17),
             session_id: String::new(),
             principal,
             staging: temp.map(|temp_path| handle_body::Staging::File(FileStaging { temp_path })),
