@@ -72,11 +72,6 @@ impl Gateway {
             position: body.position,
         });
         record.epoch = record.epoch.max(body.epoch) + 1;
-        // Pad for generations this replica never saw (another replica's).
-        while (record.recovered_at.len() as u64) < record.epoch - 1 {
-            record.recovered_at.push(u64::MAX);
-        }
-        record.recovered_at.push(body.position);
         record.owner_session = id.clone();
         record.updated_ms = now_ms();
         self.state.put_staging(&body.staging_id, &record)?;
