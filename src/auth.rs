@@ -25,7 +25,9 @@ pub struct Principal {
     prefixes: Vec<Location>,
     /// Shown in errors, as configured.
     prefix_text: Vec<String>,
-    max_sessions: Option<usize>,
+    max_sessions: usize,
+    /// Which key set `max_sessions`, for the refusal's text.
+    max_sessions_key: String,
     open_sessions: Mutex<usize>,
 }
 
@@ -97,12 +99,10 @@ impl Caller {
             return Ok(SessionSlot(None));
         };
         let mut open = p.open_sessions.lock().unwrap();
-        if let Some(max) = p.max_sessions
-            && *open >= max
-        {
+        if *open >= p.max_sessions {
             return Err(Error::ResourceExhausted(format!(
-                "principal {:?} has {open} sessions open, its limit (auth.principals.{}.max-sessions); close or abort one first",
-                p.name, p.name
+                "principal {:?} has {open} sessions open, its limit ({}); close or abort one first",
+                p.name, p.max_sessions_key
             )));
         }
         *open += 1;
@@ -130,9 +130,12 @@ pub struct Authenticator {
 
 impl Authenticator {
     /// `None` when no principal is configured (authentication off).
+    /// `default_max_sessions` caps each principal that sets no
+    /// `max-sessions` of its own (`sessions.max-open-per-principal`).
     pub fn new(
         principals: &[PrincipalConfig],
         default: &DefaultScheme,
+        default_max_sessions: usize,
     ) -> Result<Option<Authenticator>> {
         if principals.is_empty() {
             return Ok(None);
@@ -157,7 +160,11 @@ impl Authenticator {
                     name: p.name.clone(),
                     prefixes,
                     prefix_text: p.prefixes.clone(),
-                    max_sessions: p.max_sessions,
+                    max_sessions: p.max_sessions.unwrap_or(default_max_sessions),
+                    max_sessions_key: match p.max_sessions {
+                        Some(_) => format!("auth.principals.{}.max-sessions", p.name),
+                        None => "sessions.max-open-per-principal".into(),
+                    },
                     open_sessions: Mutex::new(0),
                 }),
             );
@@ -215,13 +222,17 @@ mod tests {
     use super::*;
 
     fn principal(prefixes: &[&str]) -> Caller {
+        principal_capped(prefixes, Some(1), 1000)
+    }
+
+    fn principal_capped(prefixes: &[&str], own: Option<usize>, default: usize) -> Caller {
         let config = PrincipalConfig {
             name: "a".into(),
             token_sha256: token_hash("t"),
             prefixes: prefixes.iter().map(|p| p.to_string()).collect(),
-            max_sessions: Some(1),
+            max_sessions: own,
         };
-        let auth = Authenticator::new(&[config], &DefaultScheme::default())
+        let auth = Authenticator::new(&[config], &DefaultScheme::default(), default)
             .unwrap()
             .unwrap();
         let mut md = tonic::metadata::MetadataMap::new();
@@ -258,5 +269,20 @@ mod tests {
         assert!(c.take_session_slot().is_err());
         drop(slot);
         c.take_session_slot().unwrap();
+    }
+
+    #[test]
+    fn a_principal_without_its_own_cap_gets_the_default() {
+        let c = principal_capped(&["memory://m/"], None, 2);
+        let _a = c.take_session_slot().unwrap();
+        let _b = c.take_session_slot().unwrap();
+        let e = c.take_session_slot().unwrap_err().to_string();
+        assert!(e.contains("sessions.max-open-per-principal"), "{e}");
+        // Its own key wins over the default, in both directions.
+        let c = principal_capped(&["memory://m/"], Some(3), 2);
+        let slots: Vec<_> = (0..3).map(|_| c.take_session_slot().unwrap()).collect();
+        let e = c.take_session_slot().unwrap_err().to_string();
+        assert!(e.contains("auth.principals.a.max-sessions"), "{e}");
+        drop(slots);
     }
 }

@@ -82,6 +82,12 @@ impl Server {
             ))
         })?;
         let state = StateStore::open(&data_dir.join("state"))?;
+        if state.opened_after_crash() {
+            tracing::warn!(
+                state = %data_dir.join("state").display(),
+                "the last gateway on this state did not stop cleanly (killed, crashed or a power cut): sled rebuilt the state from its log. Everything that was acknowledged is kept; if this repeats, look for OOM kills or a liveness probe that fires too early"
+            );
+        }
         let config = &options.config;
         let keys = HandleKeys::load_or_create(
             config.signing.key.clone(),
@@ -96,9 +102,13 @@ impl Server {
             memory: &options.memory,
         };
         let mut registry = Registry::build(&config.backends, &context)?;
-        let auth = Authenticator::new(&config.principals, &config.default_scheme)
-            .map_err(|e| StartError::Config(e.to_string()))?
-            .map(Arc::new);
+        let auth = Authenticator::new(
+            &config.principals,
+            &config.default_scheme,
+            config.edge.max_sessions_per_principal,
+        )
+        .map_err(|e| StartError::Config(e.to_string()))?
+        .map(Arc::new);
         let tls = config.tls.as_ref().map(load_tls).transpose()?;
         let metrics = Metrics::new();
         let (reclaimed_tx, reclaimed) = tokio::sync::mpsc::unbounded_channel();
@@ -370,7 +380,7 @@ pub async fn run(
     janitor.abort();
     reclaimed.abort();
     state_watch.abort();
-    server.gateway.flush().await?;
+    server.gateway.close_state().await?;
     tracing::info!("state flushed; stopped");
     result.map_err(|e| Error::Internal(format!("the gRPC server failed: {e}")))
 }

@@ -56,6 +56,10 @@ pub const GENERIC_KEYS: &[(&str, &str)] = &[
         "write sessions open at most on this gateway, all principals together; past it, Open and Recover answer RESOURCE_EXHAUSTED; default 10000",
     ),
     (
+        "sessions.max-open-per-principal",
+        "write sessions one principal may hold open when authentication is on, unless auth.principals.<name>.max-sessions sets its own; past it, that principal's Open and Recover answer RESOURCE_EXHAUSTED; default 1000",
+    ),
+    (
         "rpc.unary-timeout",
         "deadline of unary RPCs (e.g. 30s); default 60s",
     ),

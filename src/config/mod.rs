@@ -57,6 +57,9 @@ pub struct EdgeConfig {
     pub max_message_size: usize,
     /// Write sessions open at most, all principals together.
     pub max_sessions: usize,
+    /// Write sessions one principal may hold open, unless its own
+    /// `auth.principals.<name>.max-sessions` says otherwise.
+    pub max_sessions_per_principal: usize,
 }
 
 impl Default for EdgeConfig {
@@ -70,6 +73,7 @@ impl Default for EdgeConfig {
             write_idle_timeout: std::time::Duration::from_secs(60),
             max_message_size: 16 * 1024 * 1024,
             max_sessions: 10_000,
+            max_sessions_per_principal: 1_000,
         }
     }
 }
@@ -291,6 +295,9 @@ fn edge(raw: &mut RawKeys) -> Result<EdgeConfig> {
     }
     if let Some(n) = count(raw, "sessions.max-open")? {
         edge.max_sessions = n;
+    }
+    if let Some(n) = count(raw, "sessions.max-open-per-principal")? {
+        edge.max_sessions_per_principal = n;
     }
     if let Some(d) = take_duration(raw, "rpc.handshake-timeout")? {
         edge.handshake_timeout = d;

@@ -185,9 +185,9 @@ impl Gateway {
         }
     }
 
-    /// Flushes the state store (at shutdown).
-    pub async fn flush(&self) -> Result<()> {
-        self.state.flush().await
+    /// Flushes the state store and marks it closed cleanly (at shutdown).
+    pub async fn close_state(&self) -> Result<()> {
+        self.state.close().await
     }
 
     /// Why the state store is failing, if it is: after a probe that fails

@@ -17,6 +17,9 @@ pub struct Gateway {
     pub admin: SocketAddr,
     /// Addresses and the final "stopped" line, as the process logs them.
     logs: std::sync::mpsc::Receiver<(bool, String)>,
+    /// Whether it warned that the last gateway on its state did not stop
+    /// cleanly (logged before its addresses).
+    pub warned_unclean: bool,
 }
 
 impl Gateway {
@@ -71,17 +74,24 @@ impl Gateway {
                     let addr = addr.split_whitespace().next().unwrap().to_string();
                     let _ = tx.send((line.contains("admin"), addr));
                 }
+                if line.contains("did not stop cleanly") {
+                    let _ = tx.send((false, "unclean".into()));
+                }
                 if line.contains("stopped") {
                     let _ = tx.send((false, "stopped".into()));
                 }
                 // Keep draining so the server never blocks on a full pipe.
             }
         });
-        let (mut addr, mut admin) = (None, None);
+        let (mut addr, mut admin, mut warned_unclean) = (None, None, false);
         while addr.is_none() || admin.is_none() {
             let (is_admin, value) = rx
                 .recv_timeout(std::time::Duration::from_secs(30))
                 .expect("sluice logs its addresses");
+            if value == "unclean" {
+                warned_unclean = true;
+                continue;
+            }
             let value = Some(value.parse().expect("a socket address"));
             if is_admin {
                 admin = value
@@ -94,6 +104,7 @@ impl Gateway {
             addr: addr.unwrap(),
             admin: admin.unwrap(),
             logs: rx,
+            warned_unclean,
         }
     }
 
@@ -133,6 +144,7 @@ async fn kill_9_after_persist_then_recover_and_commit_exact_bytes() {
     let done = format!("file://{}/out/part-2", root.display());
 
     let first = Gateway::start(dir.path());
+    assert!(!first.warned_unclean, "a new state is no crash");
     let mut c = connect(first.addr).await;
     let sid = open(&mut c, &target).await.unwrap();
     write_at(&mut c, &sid, 0, b"persisted bytes|")
@@ -157,6 +169,7 @@ async fn kill_9_after_persist_then_recover_and_commit_exact_bytes() {
     first.kill9();
 
     let second = Gateway::start(dir.path());
+    assert!(second.warned_unclean, "no warning after kill -9");
     let mut c = connect(second.addr).await;
     let msg = expect_code(write_at(&mut c, &sid, 33, b"x").await, Code::NotFound);
     assert!(msg.contains("restarted"), "{msg}");
@@ -362,6 +375,7 @@ async fn sigterm_drains_flushes_and_exits_0() {
     drop(tx);
 
     let gateway = Gateway::start(dir.path());
+    assert!(!gateway.warned_unclean, "a warning after a clean stop");
     let mut c = connect(gateway.addr).await;
     let (sid, pos) = recover(&mut c, &handle).await.unwrap();
     assert_eq!(pos, 29);
