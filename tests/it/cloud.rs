@@ -414,3 +414,60 @@ async fn janitor_removes_abandoned_uploads_and_tails_on_s3() {
     let got = read_object(objects.as_ref(), "out/live").await;
     assert!(got == [first, rest].concat(), "live file content differs");
 }
+
+/// Eight stagings of one key, closed, then committed all at once through
+/// two replicas (each with its own sled and locks, as two gateways behind
+/// one load balancer): S3 completes exactly one, the others answer
+/// ALREADY_EXISTS, and the object holds the winner's bytes. Before
+/// completions carried `If-None-Match: *`, each commit's HEAD could run
+/// before any completion, and several answered OK, each replacing the last.
+/// (moto on one thread: its threaded server checks the condition and
+/// completes in two steps, which S3 does atomically.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_commits_of_one_key_never_replace_on_s3() {
+    let moto = Arc::new(Emulator::moto_one_thread());
+    moto.create_bucket("race");
+    let yaml = format!(
+        "{}handle.signing.key: {}\n",
+        s3_yaml(&moto.url(), "5mb"),
+        "ab".repeat(32)
+    );
+    let a = TestServer::start(&yaml).await;
+    let b = TestServer::replica_of(&a, &yaml).await;
+    let objects = s3_client(&moto.url(), "race");
+    for round in 0..4 {
+        let target = format!("s3://race/out/part-{round}");
+        let mut staged = Vec::new();
+        for i in 0..8u64 {
+            let server = if i % 2 == 0 { &a } else { &b };
+            let mut c = server.client().await;
+            let sid = open(&mut c, &target).await.unwrap();
+            let data = multipart::bytes(round * 100 + i, 1000 + i as usize);
+            write_at(&mut c, &sid, 0, &data).await.unwrap();
+            let (handle, _) = close(&mut c, &sid).await.unwrap();
+            staged.push((c, handle, data));
+        }
+        let commits = staged.iter().map(|(c, handle, _)| {
+            let (mut c, handle) = (c.clone(), handle.clone());
+            async move { commit(&mut c, &handle, false).await }
+        });
+        let results = futures::future::join_all(commits).await;
+        let winners: Vec<usize> = (0..8).filter(|&i| results[i].is_ok()).collect();
+        assert_eq!(
+            winners.len(),
+            1,
+            "round {round}: {} commits of one key answered OK: {results:?}",
+            winners.len()
+        );
+        for (i, result) in results.into_iter().enumerate() {
+            if i != winners[0] {
+                expect_code(result, Code::AlreadyExists);
+            }
+        }
+        let got = read_object(objects.as_ref(), &format!("out/part-{round}")).await;
+        assert!(
+            got == staged[winners[0]].2,
+            "round {round}: the object is not the bytes of the commit that answered OK"
+        );
+    }
+}

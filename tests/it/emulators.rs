@@ -274,6 +274,17 @@ impl Emulator {
         Emulator::start("moto", cmd)
     }
 
+    /// moto answering one request at a time. moto checks a completion's
+    /// `If-None-Match: *` and then completes, in two steps that its
+    /// threaded server runs for racing requests at once, so two racing
+    /// conditional completions can both succeed there. S3 evaluates a
+    /// conditional write atomically; one thread reproduces that.
+    pub fn moto_one_thread() -> Emulator {
+        let mut cmd = Command::new(venv().join("bin/python"));
+        cmd.args(["-c", MOTO_ONE_THREAD]);
+        Emulator::start("moto", cmd)
+    }
+
     pub fn azurite() -> Emulator {
         let mut cmd = Command::new(root().join("node/node_modules/.bin/azurite-blob"));
         cmd.args([
@@ -335,6 +346,14 @@ impl Emulator {
         self.python(&script).trim().parse().unwrap()
     }
 }
+
+/// moto's own server application under werkzeug without threads; the
+/// port comes as `-p PORT` (see `port_args`).
+const MOTO_ONE_THREAD: &str = "import sys
+from werkzeug.serving import run_simple
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+run_simple('127.0.0.1', int(sys.argv[sys.argv.index('-p') + 1]), DomainDispatcherApplication(create_backend_app), threaded=False, request_handler=MotoRequestHandler)
+";
 
 /// What each emulator prints once it listens.
 fn ready_line(name: &str, port: u16) -> String {

@@ -181,6 +181,8 @@ impl Stager for ObjectBackend {
                 .map_err(|e| upload_error(e, target))?;
             parts.push(part);
         }
+        // What S3 names the object this upload completes into.
+        let ours = multipart_etag(parts.iter().map(|p| p.content_id.as_str()));
         let published = if parts.is_empty() {
             let created = stores
                 .objects
@@ -203,7 +205,20 @@ impl Stager for ObjectBackend {
                 .uploads
                 .complete_multipart(&path, &staging.upload_id, parts);
             match tracing::Instrument::instrument(complete, span).await {
-                Err(object_store::Error::NotFound { .. }) => Err(Exists),
+                // No such upload; or (S3, whose completions carry
+                // `If-None-Match: *`) the key exists.
+                Err(object_store::Error::NotFound { .. })
+                | Err(object_store::Error::Precondition { .. }) => Err(Exists),
+                // S3's 409: a conditional write to the same key at the
+                // same moment; nothing was completed.
+                Err(object_store::Error::AlreadyExists { .. }) => {
+                    return Err(Error::StoreUnavailable {
+                        message: format!(
+                            "another write to {target} raced this commit and the store completed neither; retry the commit"
+                        ),
+                        source: None,
+                    });
+                }
                 other => Ok(other.map(drop)),
             }
         };
@@ -212,8 +227,19 @@ impl Stager for ObjectBackend {
             Err(Exists) => {
                 // The upload is gone or the target appeared meanwhile: a
                 // commit that already happened, or someone else's file.
-                let size = existing_size(&stores, &path, target).await?;
-                return settle_without_staging(target, size, position, after_recovery);
+                let (size, etag) = match stores.objects.head(&path).await {
+                    Ok(meta) => (Some(meta.size), meta.e_tag),
+                    Err(object_store::Error::NotFound { .. }) => (None, None),
+                    Err(e) => return Err(store_error(e, &format!("checking {target}"))),
+                };
+                let own_completion = size == Some(position)
+                    && ours.is_some()
+                    && etag.as_deref().map(|e| e.trim_matches('"')) == ours.as_deref();
+                if !own_completion {
+                    return settle_without_staging(target, size, position, after_recovery);
+                }
+                // This very completion, answered twice (a retry after a
+                // lost answer): the object is the upload's own.
             }
         }
         discard_staging(&stores, &path, staging).await;

@@ -151,3 +151,45 @@ pub(super) fn store_error(e: object_store::Error, doing: &str) -> Error {
         },
     }
 }
+
+/// The ETag S3 gives an object completed from `parts` (their ETags, in
+/// order): the MD5 of their binary MD5s, then `-` and their number. A
+/// commit whose completion answered 412 compares it with the object's, to
+/// tell its own earlier completion (a retry after a lost answer) from
+/// another writer's file.
+pub(super) fn multipart_etag<'a>(parts: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    use md5::Digest;
+    let mut outer = md5::Md5::new();
+    let mut n = 0;
+    for etag in parts {
+        let digest = hex::decode(etag.trim_matches('"')).ok()?;
+        if digest.len() != 16 {
+            return None;
+        }
+        outer.update(&digest);
+        n += 1;
+    }
+    Some(format!("{}-{n}", hex::encode(outer.finalize())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use md5::Digest;
+
+    #[test]
+    fn the_etag_of_a_completed_upload() {
+        // Two parts of 5 MiB of b'a' and 1 byte b'b', as S3 and moto name them.
+        let a = hex::encode(md5::Md5::digest(vec![b'a'; 5 * 1024 * 1024]));
+        let b = hex::encode(md5::Md5::digest(b"b"));
+        let mut both = hex::decode(&a).unwrap();
+        both.extend(hex::decode(&b).unwrap());
+        let want = format!("{}-2", hex::encode(md5::Md5::digest(&both)));
+        let quoted = [format!("\"{a}\""), format!("\"{b}\"")];
+        assert_eq!(
+            multipart_etag(quoted.iter().map(String::as_str)).as_deref(),
+            Some(want.as_str())
+        );
+        assert_eq!(multipart_etag(["not hex"]), None);
+    }
+}

@@ -5,6 +5,9 @@ use std::sync::Arc;
 
 use object_store::aws::AmazonS3Builder;
 
+mod create_only;
+pub use create_only::CreateOnlyCompletion;
+
 use super::object::{
     ObjectBackend, ObjectStores, StoreCache, StoreResolver, UploadConfig, misconfigured,
     need_authority, upload_config,
@@ -136,7 +139,11 @@ impl S3Stores {
 
     fn build(&self, bucket: &str) -> Result<ObjectStores> {
         let c = &self.config;
-        let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        // Every completion is create-only, so a commit never replaces a
+        // file that appeared after its check (see `create_only`).
+        let mut builder = AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .with_http_connector(CreateOnlyCompletion);
         if let Some(timeout) = c.request_timeout {
             // First: the client options are replaced as a whole, and the
             // settings below (allow_http, proxy) live in them.
