@@ -54,6 +54,7 @@ pub async fn run(gateway: Arc<Gateway>, config: JanitorConfig) {
 pub async fn sweep(gateway: &Gateway, ttl: std::time::Duration) -> Result<Removed> {
     let before = now_ms().saturating_sub(ttl.as_millis() as u64);
     let mut removed = Removed::default();
+    let mut failed = 0;
     for (id, record) in gateway.state().stagings_before(before)? {
         let _staging = gateway.lock_staging(&id).await;
         if gateway.is_live(&record.owner_session) {
@@ -98,10 +99,12 @@ pub async fn sweep(gateway: &Gateway, ttl: std::time::Duration) -> Result<Remove
                 gateway.state().remove_staging(&id)?;
             }
             Err(e) => {
+                failed += 1;
                 tracing::warn!(target = %target, error = %e, "janitor could not remove a staging; will try again")
             }
         }
     }
+    gateway.metrics().janitor_pending.set(failed);
     for (id, _) in gateway.state().sessions_before(before)? {
         if !gateway.is_live(&id) {
             gateway.state().remove_session(&id)?;

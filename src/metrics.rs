@@ -48,6 +48,9 @@ pub struct Metrics {
     pub limiter_waits: Family<SchemeLabel, Counter>,
     pub limiter_timeouts: Family<SchemeLabel, Counter>,
     pub janitor_removed: Family<KindLabel, Counter>,
+    /// Stagings past `janitor.ttl` that the last sweep could not remove
+    /// (the store refused or was down): a backlog that grows is an alert.
+    pub janitor_pending: Gauge,
 }
 
 impl Metrics {
@@ -63,6 +66,7 @@ impl Metrics {
             limiter_waits: Family::default(),
             limiter_timeouts: Family::default(),
             janitor_removed: Family::default(),
+            janitor_pending: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -102,6 +106,11 @@ impl Metrics {
             "Abandoned staging removed by the janitor, by kind",
             m.janitor_removed.clone(),
         );
+        registry.register(
+            "janitor_pending",
+            "Stagings past janitor.ttl that the last sweep failed to remove",
+            m.janitor_pending.clone(),
+        );
         Arc::new(Metrics { registry, ..m })
     }
 
@@ -124,8 +133,78 @@ impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+        prometheus_client::encoding::text::encode_registry(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        process_metrics(&mut out);
+        prometheus_client::encoding::text::encode_eof(&mut out)
             .expect("writing to a String cannot fail");
         out
+    }
+}
+
+/// The process's CPU time, memory and descriptors under the names every
+/// Prometheus client library uses (`process_*`), read from `/proc` at
+/// scrape time. Nothing is written where `/proc` is missing.
+fn process_metrics(out: &mut String) {
+    use std::fmt::Write;
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return;
+    };
+    // Fields after the command name, which is in parentheses and may hold
+    // spaces: utime and stime are fields 14 and 15, starttime 22, rss 24.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<f64>().ok());
+    // SAFETY: sysconf only reads a constant of the running system.
+    let (ticks, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_CLK_TCK) as f64,
+            libc::sysconf(libc::_SC_PAGESIZE) as f64,
+        )
+    };
+    let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("btime "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    });
+    let mut metric = |name: &str, kind: &str, help: &str, value: f64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}.\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    };
+    if let (Some(user), Some(system)) = (field(14), field(15)) {
+        metric(
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds",
+            (user + system) / ticks,
+        );
+    }
+    if let Some(rss) = field(24) {
+        metric(
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes",
+            rss * page,
+        );
+    }
+    if let (Some(start), Some(boot)) = (field(22), boot) {
+        metric(
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since unix epoch in seconds",
+            boot + start / ticks,
+        );
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        metric(
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors",
+            fds.count() as f64,
+        );
     }
 }

@@ -186,6 +186,56 @@ pub fn node_client_modules() -> PathBuf {
     dir.join("node_modules")
 }
 
+/// Debian's `prometheus` package (it ships `promtool`), unpacked into
+/// `target/emulators/prometheus` with `apt-get download` and `dpkg -x`:
+/// no root and nothing installed system-wide. Returns its `usr/bin`.
+pub fn prometheus_bin() -> PathBuf {
+    std::fs::create_dir_all(root()).unwrap();
+    let dir = root().join("prometheus");
+    let lock = File::create(root().join(".prometheus.lock")).unwrap();
+    lock.lock().unwrap();
+    let bin = dir.join("usr/bin");
+    if bin.join("prometheus").exists() && bin.join("promtool").exists() {
+        return bin;
+    }
+    eprintln!(
+        "installing Debian's prometheus package into {} (first run only)",
+        dir.display()
+    );
+    std::fs::create_dir_all(&dir).unwrap();
+    let download = || {
+        Command::new("apt-get")
+            .args(["download", "prometheus"])
+            .current_dir(&dir)
+            .output()
+    };
+    let mut out = download().unwrap_or_else(|e| {
+        panic!("apt-get download prometheus: cannot run apt-get ({e}); the Prometheus tests need Debian's prometheus package")
+    });
+    if !out.status.success() {
+        // A machine whose package lists were never fetched.
+        let _ = Command::new("apt-get").args(["update", "-qq"]).status();
+        out = download().unwrap();
+    }
+    assert!(
+        out.status.success(),
+        "apt-get download prometheus failed ({}): {}; run `apt-get update` (as root) and try again",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deb = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .expect("apt-get download left a .deb");
+    run(
+        Command::new("dpkg").arg("-x").arg(&deb).arg(&dir),
+        "dpkg -x of the prometheus package",
+    );
+    let _ = std::fs::remove_file(&deb);
+    bin
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -298,6 +348,22 @@ impl Emulator {
         Emulator::start("azurite", cmd)
     }
 
+    /// Prometheus with `config` as its configuration file, its TSDB in a
+    /// fresh folder.
+    pub fn prometheus(config: &str) -> Emulator {
+        let bin = prometheus_bin();
+        let dir = tempfile::tempdir().unwrap().keep();
+        let file = dir.join("prometheus.yml");
+        std::fs::write(&file, config).unwrap();
+        let mut cmd = Command::new(bin.join("prometheus"));
+        cmd.arg(format!("--config.file={}", file.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ));
+        Emulator::start("prometheus", cmd)
+    }
+
     pub fn gcs() -> Emulator {
         let mut cmd = Command::new(venv().join("bin/gcp-storage-emulator"));
         cmd.args(["start", "-H", "127.0.0.1", "--in-memory"]);
@@ -361,6 +427,7 @@ fn ready_line(name: &str, port: u16) -> String {
         "moto" => format!("Running on http://127.0.0.1:{port}"),
         "azurite" => format!("successfully listens on http://127.0.0.1:{port}"),
         "gcs" => "All services started".to_string(),
+        "prometheus" => "Server is ready to receive web requests".to_string(),
         other => panic!("unknown emulator {other}"),
     }
 }
@@ -369,6 +436,7 @@ fn port_args(name: &str, port: u16) -> Vec<String> {
     match name {
         "azurite" => vec!["--blobPort".into(), port.to_string()],
         "gcs" => vec!["--port".into(), port.to_string()],
+        "prometheus" => vec![format!("--web.listen-address=127.0.0.1:{port}")],
         _ => vec!["-p".into(), port.to_string()],
     }
 }

@@ -176,6 +176,51 @@ fn chart_lints_renders_and_validates() {
         kind(&docs, "PodDisruptionBudget")["spec"]["maxUnavailable"].as_u64(),
         Some(1)
     );
+    // The dashboard and the alert rules, both off by default.
+    let dashboard = docs
+        .iter()
+        .find(|d| {
+            d["kind"].as_str() == Some("ConfigMap")
+                && d["metadata"]["labels"]["grafana_dashboard"].as_str() == Some("1")
+        })
+        .expect("a ConfigMap with the Grafana sidecar's label");
+    assert_eq!(
+        dashboard["metadata"]["annotations"]["grafana_folder"].as_str(),
+        Some("Storage")
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(dashboard["data"]["sluice.json"].as_str().unwrap()).unwrap();
+    let shipped: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(chart().join("monitoring/dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        json, shipped,
+        "the ConfigMap holds the dashboard as shipped"
+    );
+    let rules = &kind(&docs, "PrometheusRule")["spec"]["groups"][0]["rules"];
+    let alerts: Vec<&str> = rules
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|r| r["alert"].as_str().unwrap())
+        .collect();
+    assert!(alerts.contains(&"SluiceDown"), "{alerts:?}");
+    assert_eq!(alerts.len(), 7, "{alerts:?}");
+    assert!(
+        rules[0]["annotations"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("{{ $labels.instance }}"),
+        "Helm must not render the alert templates"
+    );
+    assert!(
+        !defaults
+            .iter()
+            .any(|d| d["kind"].as_str() == Some("PrometheusRule")
+                || d["metadata"]["labels"]["grafana_dashboard"].is_string()),
+        "the dashboard and rules are off by default"
+    );
 
     // The rendered config is one sluice accepts, with no unknown key.
     let config = kind(&docs, "ConfigMap")["data"]["config.yaml"]

@@ -21,6 +21,7 @@ mod limits;
 mod liveness;
 mod model;
 mod multipart;
+mod operate;
 mod oss_proxy;
 mod polyglot;
 mod props;
