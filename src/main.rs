@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+
+mod cli;
 use sluice::config::{Config, env_name, known_keys};
 use sluice::server::{Server, ServerOptions, run};
 use sluice::telemetry::Telemetry;
@@ -38,6 +40,43 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         log_format: LogFormat,
     },
+    /// Copy a local file to a gateway URI, resumably (or a URI to a local file).
+    ///
+    /// Persists every --persist-every bytes and keeps the last handle in
+    /// `.<name>.sluice-cp` beside the source: after Ctrl-C or a crash, the
+    /// same command goes on from there and commits exactly once.
+    Cp {
+        source: String,
+        dest: String,
+        /// Bytes between persists (each one is a checkpoint to resume from).
+        #[arg(long, default_value = "64mb", value_parser = parse_size)]
+        persist_every: u64,
+        /// No progress bar.
+        #[arg(long, short)]
+        quiet: bool,
+        #[command(flatten)]
+        conn: cli::Connection,
+    },
+    /// Print a committed file to stdout.
+    Cat {
+        path: String,
+        #[command(flatten)]
+        conn: cli::Connection,
+    },
+    /// List a directory: size, modified time (Unix seconds), name.
+    Ls {
+        path: String,
+        #[command(flatten)]
+        conn: cli::Connection,
+    },
+    /// Delete a file (or, with -r, a directory and everything under it).
+    Rm {
+        path: String,
+        #[arg(short, long)]
+        recursive: bool,
+        #[command(flatten)]
+        conn: cli::Connection,
+    },
     /// List the configuration keys sluice understands.
     Keys,
     /// Print a new random bearer token and the SHA-256 hash the config holds.
@@ -54,9 +93,51 @@ enum LogFormat {
     Json,
 }
 
+/// `64mb`, `512kb`, `4096`.
+fn parse_size(s: &str) -> Result<u64, String> {
+    match sluice::settings::parse_memory_size("--persist-every", s) {
+        Ok(n) if n > 0 => Ok(n),
+        Ok(_) => Err("give a size above 0".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Runs one of the command-line client's commands.
+fn client_command(
+    command: impl std::future::Future<Output = Result<(), String>>,
+) -> std::process::ExitCode {
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    match runtime.block_on(command) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sluice: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Cp {
+            source,
+            dest,
+            persist_every,
+            quiet,
+            conn,
+        } => {
+            let progress = !quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
+            client_command(
+                async move { cli::cp(&conn, &source, &dest, persist_every, progress).await },
+            )
+        }
+        Command::Cat { path, conn } => client_command(async move { cli::cat(&conn, &path).await }),
+        Command::Ls { path, conn } => client_command(async move { cli::ls(&conn, &path).await }),
+        Command::Rm {
+            path,
+            recursive,
+            conn,
+        } => client_command(async move { cli::rm(&conn, &path, recursive).await }),
         Command::Keys => {
             for (key, what) in known_keys() {
                 println!("{key}\n    {what}\n    env: {}", env_name(key));

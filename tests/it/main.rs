@@ -7,6 +7,7 @@
 //!   (`emulators`), with the multipart cases of `multipart`.
 
 mod bench;
+mod cli;
 mod client;
 mod cloud;
 mod conformance;
