@@ -42,16 +42,24 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
-import grpc
+try:
+    import grpc
 
-from sluice_client import (
-    Aborted,
-    NotFound,
-    RetryPolicy,
-    SluiceError,
-    Unavailable,
-    Writer,
-)
+    from sluice_client import (
+        Aborted,
+        NotFound,
+        RetryPolicy,
+        SluiceError,
+        Unavailable,
+        Writer,
+    )
+except ModuleNotFoundError as missing:  # pragma: no cover - a set-up error
+    sys.exit(
+        f"{missing}: the job needs the Python client; install it into a venv first:\n"
+        "  python3 -m venv target/harness-venv && "
+        "target/harness-venv/bin/pip install ./clients/python 'moto[server]==5.2.5'\n"
+        "then run the harness with target/harness-venv/bin/python"
+    )
 
 GATEWAY_LOST = 75
 
