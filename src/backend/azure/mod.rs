@@ -113,6 +113,7 @@ impl AzureStores {
         Ok(ObjectStores {
             objects: store.clone(),
             uploads: store,
+            crc32c: None,
         })
     }
 }

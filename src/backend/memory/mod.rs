@@ -167,7 +167,11 @@ impl StoreResolver for MemoryStores {
             ));
         }
         let (objects, uploads) = self.store(authority);
-        Ok(ObjectStores { objects, uploads })
+        Ok(ObjectStores {
+            objects,
+            uploads,
+            crc32c: None,
+        })
     }
 }
 

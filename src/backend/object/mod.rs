@@ -49,6 +49,16 @@ pub const MAX_PARTS: u32 = 10_000;
 pub struct ObjectStores {
     pub objects: Arc<dyn ObjectStore>,
     pub uploads: Arc<dyn MultipartStore>,
+    /// The CRC32C a store keeps for every object (GCS), which tells a
+    /// target holding a handle's bytes from one of the same size.
+    pub crc32c: Option<Arc<dyn StoredCrc32c>>,
+}
+
+/// A store that keeps a CRC32C of each object's bytes.
+#[async_trait]
+pub trait StoredCrc32c: Send + Sync {
+    /// The object's CRC32C; `None` when there is no object or no CRC.
+    async fn crc32c(&self, path: &Path) -> object_store::Result<Option<u32>>;
 }
 
 /// Finds the store of an authority (bucket, container, memory store name).
@@ -82,7 +92,9 @@ impl Stager for ObjectBackend {
     fn capabilities(&self) -> BackendCapabilities {
         BackendCapabilities {
             supports_resume: true,
-            requires_cleanup: true,
+            // Components are shared by every later handle: nothing is
+            // only one handle's to clean up.
+            requires_cleanup: !self.upload.persist_as_part,
             min_part_size: self.upload.part_size,
             max_concurrent_uploads: self.upload.max_concurrent_uploads,
             survives_restart: self.survives_restart,
@@ -155,7 +167,7 @@ impl Stager for ObjectBackend {
         let path = object_path(target)?;
         let position = point.position;
         if let Some(size) = existing_size(&stores, &path, target).await? {
-            let done = settle_without_staging(target, Some(size), position, after_recovery)?;
+            let done = settle(&stores, &path, target, Some(size), point, after_recovery).await?;
             discard_staging(&stores, &path, staging).await;
             return Ok(done);
         }
@@ -233,10 +245,11 @@ impl Stager for ObjectBackend {
                     Err(e) => return Err(store_error(e, &format!("checking {target}"))),
                 };
                 let own_completion = size == Some(position)
-                    && ours.is_some()
-                    && etag.as_deref().map(|e| e.trim_matches('"')) == ours.as_deref();
+                    && ((ours.is_some()
+                        && etag.as_deref().map(|e| e.trim_matches('"')) == ours.as_deref())
+                        || stored_crc32c(&stores, &path, target).await? == Some(point.crc32c));
                 if !own_completion {
-                    return settle_without_staging(target, size, position, after_recovery);
+                    return settle(&stores, &path, target, size, point, after_recovery).await;
                 }
                 // This very completion, answered twice (a retry after a
                 // lost answer): the object is the upload's own.

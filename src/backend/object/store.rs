@@ -45,6 +45,45 @@ pub(super) async fn existing_size(
     }
 }
 
+/// The CRC32C the store keeps for the object, where it keeps one.
+pub(super) async fn stored_crc32c(
+    stores: &ObjectStores,
+    path: &Path,
+    target: &Location,
+) -> Result<Option<u32>> {
+    match &stores.crc32c {
+        Some(check) => check
+            .crc32c(path)
+            .await
+            .map_err(|e| store_error(e, &format!("checking {target}"))),
+        None => Ok(None),
+    }
+}
+
+/// DESIGN.md 1.3 for a commit that finds the target there (`size`) or
+/// nothing at all; on a store that keeps CRC32Cs, `after_recovery` is OK
+/// only for a target with the handle's bytes, not merely its size.
+pub(super) async fn settle(
+    stores: &ObjectStores,
+    path: &Path,
+    target: &Location,
+    size: Option<u64>,
+    point: &ResumePoint,
+    after_recovery: bool,
+) -> Result<u64> {
+    if after_recovery
+        && size == Some(point.position)
+        && let Some(crc) = stored_crc32c(stores, path, target).await?
+        && crc != point.crc32c
+    {
+        return Err(Error::FailedPrecondition(format!(
+            "cannot commit {target}: it holds {} bytes, as many as the handle, but other bytes (CRC32C {crc:#010x}, the handle's {:#010x}): another writer's file",
+            point.position, point.crc32c
+        )));
+    }
+    settle_without_staging(target, size, point.position, after_recovery)
+}
+
 /// Best effort after a commit: the upload is finished and the tail is no
 /// longer needed. Failures leave work for the janitor, nothing worse.
 pub(super) async fn discard_staging(

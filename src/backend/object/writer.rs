@@ -210,6 +210,9 @@ impl StagedWriter for ObjectWriter {
 
     async fn persist(&mut self) -> Result<Staging> {
         self.check()?;
+        if self.config.persist_as_part {
+            return self.close_for_commit().await;
+        }
         self.finish_all().await?;
         self.seal_gather();
         let tail = if self.pending_len == 0 {

@@ -197,6 +197,7 @@ impl S3Stores {
         Ok(ObjectStores {
             objects: store.clone(),
             uploads: store,
+            crc32c: None,
         })
     }
 }
