@@ -262,6 +262,7 @@ async fn conformance_azure_blocks() {
     .await;
     conformance::run_all(&t).await;
     multipart::run_all(&t).await;
+    conformance::racing_commits_never_replace(&t, 20, conformance::Preconditions::Enforced).await;
     // abfs:// names the container and the account in its authority.
     let c = &mut t.client.clone();
     let sid = open(
@@ -360,6 +361,25 @@ async fn janitor_removes_abandoned_uploads_and_tails_on_s3() {
     commit(&mut c, &h, false).await.unwrap();
     let got = read_object(objects.as_ref(), "out/live").await;
     assert!(got == [first, rest].concat(), "live file content differs");
+}
+
+/// The race case of the conformance suite on `s3://` (moto on one thread:
+/// its threaded server checks a completion's condition and completes in
+/// two steps, which S3 does atomically).
+#[tokio::test]
+async fn racing_commits_on_s3() {
+    let moto = Arc::new(Emulator::moto_one_thread());
+    moto.create_bucket("races");
+    let server = TestServer::start(&s3_yaml(&moto.url(), "5mb")).await;
+    let t = Target::object_store(
+        &server,
+        "s3://races/run".into(),
+        s3_client(&moto.url(), "races"),
+        "run",
+        None,
+    )
+    .await;
+    conformance::racing_commits_never_replace(&t, 20, conformance::Preconditions::Enforced).await;
 }
 
 /// Eight stagings of one key, closed, then committed all at once through

@@ -41,6 +41,7 @@ async fn conformance_file() {
     let server = TestServer::start("").await;
     let t = Target::file(&server).await;
     conformance::run_all(&t).await;
+    conformance::racing_commits_never_replace(&t, 20, conformance::Preconditions::Enforced).await;
 }
 
 #[tokio::test]
@@ -48,6 +49,7 @@ async fn conformance_memory() {
     let server = TestServer::start("").await;
     let t = Target::memory(&server).await;
     conformance::run_all(&t).await;
+    conformance::racing_commits_never_replace(&t, 20, conformance::Preconditions::Enforced).await;
 }
 
 /// Parts of 32 bytes, two in flight: the cases cross part boundaries,

@@ -5,6 +5,10 @@ use std::sync::Arc;
 
 use object_store::azure::MicrosoftAzureBuilder;
 
+mod create_only;
+pub use create_only::CreateOnlyBlockList;
+
+use super::object::hook::HookedConnector;
 use super::object::{
     ObjectBackend, ObjectStores, StoreCache, StoreResolver, UploadConfig, misconfigured,
     need_authority, upload_config,
@@ -93,8 +97,30 @@ impl AzureStores {
             Some((container, host)) => (container, host.split('.').next().map(str::to_string)),
             None => (authority, None),
         };
-        let mut builder = MicrosoftAzureBuilder::from_env().with_container_name(container);
-        if let Some(account) = c.account.clone().or(account) {
+        let account = c.account.clone().or(account);
+        // Every Put Block List is create-only, so a commit never replaces a
+        // blob that appeared after its check (see `create_only`).
+        let env = |names: &[&str]| names.iter().find_map(|n| std::env::var(n).ok());
+        let hook = CreateOnlyBlockList::new(
+            account
+                .clone()
+                .or_else(|| env(&["AZURE_STORAGE_ACCOUNT_NAME"]))
+                .as_deref(),
+            c.key
+                .clone()
+                .or_else(|| {
+                    env(&[
+                        "AZURE_STORAGE_ACCOUNT_KEY",
+                        "AZURE_STORAGE_ACCESS_KEY",
+                        "AZURE_STORAGE_MASTER_KEY",
+                    ])
+                })
+                .as_deref(),
+        );
+        let mut builder = MicrosoftAzureBuilder::from_env()
+            .with_container_name(container)
+            .with_http_connector(HookedConnector(Arc::new(hook)));
+        if let Some(account) = account {
             builder = builder.with_account(account);
         }
         if let Some(key) = &c.key {

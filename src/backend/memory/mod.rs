@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use object_store::memory::InMemory;
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
-use object_store::{MultipartId, ObjectStoreExt, PutPayload, PutResult};
+use object_store::{MultipartId, ObjectStore, PutMode, PutPayload, PutResult};
 
 use super::object::{ObjectBackend, ObjectStores, StoreResolver, UploadConfig, upload_config};
 use super::{BackendKind, BuildContext, Configured, Served};
@@ -119,7 +119,18 @@ impl MultipartStore for MemoryUploads {
             joined
         };
         let payload: PutPayload = joined.into_iter().collect();
-        let result = self.objects.put(path, payload).await?;
+        // Create-only, as sluice's completions are on S3 (If-None-Match:
+        // *), answered as S3 answers: a failed precondition.
+        let result = match self
+            .objects
+            .put_opts(path, payload, PutMode::Create.into())
+            .await
+        {
+            Err(object_store::Error::AlreadyExists { path, source }) => {
+                return Err(object_store::Error::Precondition { path, source });
+            }
+            other => other?,
+        };
         self.uploads.lock().unwrap().remove(id);
         Ok(result)
     }

@@ -30,6 +30,7 @@ use crate::error::{Error, Result};
 use crate::location::Location;
 
 mod cloud;
+pub mod hook;
 mod namespace;
 mod store;
 mod upload;
@@ -208,7 +209,7 @@ impl Stager for ObjectBackend {
                 )
                 .await;
             match created {
-                Err(object_store::Error::AlreadyExists { .. }) => Err(Exists),
+                Err(object_store::Error::AlreadyExists { .. }) => Err(Exists { conflict: false }),
                 other => Ok(other.map(drop)),
             }
         } else {
@@ -217,26 +218,19 @@ impl Stager for ObjectBackend {
                 .uploads
                 .complete_multipart(&path, &staging.upload_id, parts);
             match tracing::Instrument::instrument(complete, span).await {
-                // No such upload; or (S3, whose completions carry
-                // `If-None-Match: *`) the key exists.
+                // No such upload; or the completion's create-only
+                // condition failed (S3 412, Azure 409 BlobAlreadyExists,
+                // GCS 412), or S3's 409 for a conditional write to the
+                // same key at the same moment: the target decides below.
                 Err(object_store::Error::NotFound { .. })
-                | Err(object_store::Error::Precondition { .. }) => Err(Exists),
-                // S3's 409: a conditional write to the same key at the
-                // same moment; nothing was completed.
-                Err(object_store::Error::AlreadyExists { .. }) => {
-                    return Err(Error::StoreUnavailable {
-                        message: format!(
-                            "another write to {target} raced this commit and the store completed neither; retry the commit"
-                        ),
-                        source: None,
-                    });
-                }
+                | Err(object_store::Error::Precondition { .. }) => Err(Exists { conflict: false }),
+                Err(object_store::Error::AlreadyExists { .. }) => Err(Exists { conflict: true }),
                 other => Ok(other.map(drop)),
             }
         };
         match published {
             Ok(result) => result.map_err(|e| upload_error(e, target))?,
-            Err(Exists) => {
+            Err(Exists { conflict }) => {
                 // The upload is gone or the target appeared meanwhile: a
                 // commit that already happened, or someone else's file.
                 let (size, etag) = match stores.objects.head(&path).await {
@@ -248,6 +242,17 @@ impl Stager for ObjectBackend {
                     && ((ours.is_some()
                         && etag.as_deref().map(|e| e.trim_matches('"')) == ours.as_deref())
                         || stored_crc32c(&stores, &path, target).await? == Some(point.crc32c));
+                if size.is_none() && conflict {
+                    // Refused, yet no target: a conditional write to the
+                    // key was under way at that moment (S3's 409); nothing
+                    // was completed, and a retry decides.
+                    return Err(Error::StoreUnavailable {
+                        message: format!(
+                            "another write to {target} raced this commit and the store completed neither; retry the commit"
+                        ),
+                        source: None,
+                    });
+                }
                 if !own_completion {
                     return settle(&stores, &path, target, size, point, after_recovery).await;
                 }

@@ -12,8 +12,12 @@ pub(super) fn object_entry(location: &Location, meta: &object_store::ObjectMeta)
     }
 }
 
-/// Marker: the target exists, or the upload vanished.
-pub(super) struct Exists;
+/// Marker: the target exists, or the upload vanished; `conflict` when the
+/// store answered 409 (a create-only write found the key taken, or, on
+/// S3, another conditional write to it under way).
+pub(super) struct Exists {
+    pub conflict: bool,
+}
 
 /// Parts must be numbered 0..n and, with the tail, add up to the position.
 pub(super) fn check_parts(staging: &MultipartStaging, position: u64) -> Result<()> {

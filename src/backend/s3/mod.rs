@@ -8,6 +8,7 @@ use object_store::aws::AmazonS3Builder;
 mod create_only;
 pub use create_only::CreateOnlyCompletion;
 
+use super::object::hook::HookedConnector;
 use super::object::{
     ObjectBackend, ObjectStores, StoreCache, StoreResolver, UploadConfig, misconfigured,
     need_authority, upload_config,
@@ -143,7 +144,7 @@ impl S3Stores {
         // file that appeared after its check (see `create_only`).
         let mut builder = AmazonS3Builder::from_env()
             .with_bucket_name(bucket)
-            .with_http_connector(CreateOnlyCompletion);
+            .with_http_connector(HookedConnector(Arc::new(CreateOnlyCompletion)));
         if let Some(timeout) = c.request_timeout {
             // First: the client options are replaced as a whole, and the
             // settings below (allow_http, proxy) live in them.

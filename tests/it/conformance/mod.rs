@@ -9,9 +9,11 @@ use crate::harness::*;
 
 mod namespace;
 mod protocol;
+mod race;
 
 use namespace::*;
 use protocol::*;
+pub use race::{Preconditions, racing_commits_never_replace};
 
 const D1: &[u8] = b"first chunk of data, ";
 const D2: &[u8] = b"second chunk follows, ";
