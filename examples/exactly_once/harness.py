@@ -15,6 +15,8 @@ sessions left, and a verifier checks that:
     python examples/exactly_once/harness.py --sluice target/release/sluice --backend file
     python examples/exactly_once/harness.py --sluice target/release/sluice --backend s3 \\
         --s3-endpoint http://127.0.0.1:5000 --bucket jobs --replicas 2
+    python examples/exactly_once/harness.py --sluice target/release/sluice --backend gs \\
+        --gs-endpoint http://127.0.0.1:9023 --bucket jobs --replicas 2
 
 It prints a summary (and --json a machine-readable one) and exits non-zero
 when anything was lost or duplicated.
@@ -131,6 +133,10 @@ class Backend:
             self.out = f"file://{self.root.resolve()}/{run}"
             self.config = f"fs.file.allowed-roots: {self.root.resolve()}\n"
             self.dir = self.root.resolve() / run
+        elif self.kind == "gs":
+            self.endpoint, self.bucket, self.prefix = args.gs_endpoint, args.bucket, run
+            self.out = f"gs://{self.bucket}/{run}"
+            self.config = f"gs.endpoint: {self.endpoint}\ngs.writer.chunk.size: 256kb\n"
         else:
             self.endpoint, self.bucket, self.prefix = args.s3_endpoint, args.bucket, run
             self.out = f"s3://{self.bucket}/{run}"
@@ -146,6 +152,8 @@ class Backend:
         if self.kind == "file":
             found = [str(p.relative_to(self.dir)) for p in self.dir.rglob("*")]
             return sorted(f for f in found if not part.fullmatch(f))
+        if self.kind == "gs":
+            return sorted(k for k in self.gs_keys() if not part.fullmatch(k))
         import boto3  # the S3 check needs boto3 (it comes with moto)
 
         s3 = boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
@@ -170,6 +178,28 @@ class Backend:
                 # lifecycle rule removes those. Counted, not hidden.
                 self.empty_uploads += 1
         return sorted(left)
+
+
+    def gs_keys(self) -> List[str]:
+        """Every object under the job's output, through the GCS JSON API
+        (component objects of files in progress included)."""
+        import urllib.parse
+        import urllib.request
+
+        keys: List[str] = []
+        token = ""
+        while True:
+            query = {"prefix": self.prefix + "/"}
+            if token:
+                query["pageToken"] = token
+            url = (f"{self.endpoint}/storage/v1/b/{urllib.parse.quote(self.bucket, safe='')}/o?"
+                   + urllib.parse.urlencode(query))
+            with urllib.request.urlopen(url) as answer:
+                page = json.load(answer)
+            keys += [item["name"][len(self.prefix) + 1:] for item in page.get("items", [])]
+            token = page.get("nextPageToken", "")
+            if not token:
+                return keys
 
 
 class Harness:
@@ -421,9 +451,10 @@ class Harness:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sluice", required=True, help="the sluice binary")
-    p.add_argument("--backend", choices=["file", "s3"], default="file")
+    p.add_argument("--backend", choices=["file", "s3", "gs"], default="file")
     p.add_argument("--s3-endpoint", help="S3 endpoint (e.g. moto_server) for --backend s3")
-    p.add_argument("--bucket", default="jobs", help="an existing bucket for --backend s3")
+    p.add_argument("--gs-endpoint", help="GCS JSON API endpoint (e.g. fake-gcs-server) for --backend gs")
+    p.add_argument("--bucket", default="jobs", help="an existing bucket for --backend s3 or gs")
     p.add_argument("--replicas", type=int, default=1, help="gateways sharing backend and key")
     p.add_argument("--crashes", type=int, default=40)
     p.add_argument("--records", type=int, help="records in the source; default 800 per crash")
@@ -436,6 +467,8 @@ def main() -> int:
     args = p.parse_args()
     if args.backend == "s3" and not args.s3_endpoint:
         p.error("--backend s3 needs --s3-endpoint (start one with: moto_server -p 5000) and --bucket")
+    if args.backend == "gs" and not args.gs_endpoint:
+        p.error("--backend gs needs --gs-endpoint (start one with: gcp-storage-emulator start --port 9023) and --bucket")
     if args.records is None:
         args.records = max(2000, 800 * args.crashes)
     if args.seed is None:

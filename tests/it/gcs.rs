@@ -35,18 +35,14 @@ pub fn gs_bucket(url: &str, bucket: &str) -> Arc<GcsBucket> {
 }
 
 pub async fn gs_target(server: &TestServer, emulator: &Emulator, bucket: &str) -> Target {
-    let mut t = Target::object_store(
+    Target::object_store(
         server,
         format!("gs://{bucket}/run"),
         gs_bucket(&emulator.url(), bucket),
         "run",
         None,
     )
-    .await;
-    // Components are shared by every later handle: Cleanup has nothing
-    // that is only one handle's.
-    t.requires_cleanup = false;
-    t
+    .await
 }
 
 /// Neither GCS emulator enforces `ifGenerationMatch` on compose (the
@@ -62,7 +58,7 @@ async fn conformance_on(emulator: Emulator) {
         .await
         .unwrap()
         .into_inner();
-    assert!(caps.supports_resume && caps.survives_restart && !caps.requires_cleanup);
+    assert!(caps.supports_resume && caps.survives_restart && caps.requires_cleanup);
     conformance::run_all(&t).await;
     multipart::run_all(&t).await;
     more_than_32_components(&t).await;
@@ -126,6 +122,112 @@ async fn more_than_32_components(t: &Target) {
         .filter(|(name, _)| name.starts_with(".many."))
         .collect();
     assert!(hidden.is_empty(), "components left behind: {hidden:?}");
+}
+
+/// 300 persists of a component each (256 KiB, the least a persist makes a
+/// component of): the session joins its components once it has 256, so
+/// later handles stay short; a handle from before the join still recovers
+/// (its components stay until the commit), and the commit holds exactly
+/// its bytes.
+#[tokio::test]
+async fn hundreds_of_persists_join_their_components() {
+    let gcs = Emulator::fake_gcs();
+    gcs.create_bucket("joins");
+    let server = TestServer::start(&gs_yaml(&gcs.url())).await;
+    let t = gs_target(&server, &gcs, "joins").await;
+    let c = &mut t.client.clone();
+    let sid = open(c, &t.uri("joined")).await.unwrap();
+    let mut data = Vec::new();
+    let mut handles = Vec::new();
+    for i in 0..300u64 {
+        let chunk = multipart::bytes(i, 256 * 1024);
+        write_at(c, &sid, data.len() as u64, &chunk).await.unwrap();
+        data.extend_from_slice(&chunk);
+        handles.push((persist(c, &sid).await.unwrap().0, data.len()));
+    }
+    let longest = handles.iter().map(|(h, _)| h.len()).max().unwrap();
+    assert_eq!(
+        longest,
+        handles[254].0.len(),
+        "the 255th handle lists the most"
+    );
+    assert!(
+        handles[299].0.len() * 4 < longest,
+        "handles after the join are not shorter: {} against {longest} bytes",
+        handles[299].0.len()
+    );
+    abort(c, &sid).await.unwrap();
+    let (early, at) = handles[99].clone();
+    let (sid, pos) = recover(c, &early).await.unwrap();
+    assert_eq!(pos, at as u64);
+    let (h, _) = close(c, &sid).await.unwrap();
+    commit(c, &h, false).await.unwrap();
+    assert!(
+        t.store.read("joined").await.unwrap() == data[..at],
+        "content differs"
+    );
+    let hidden: Vec<_> = t
+        .store
+        .entries()
+        .await
+        .into_iter()
+        .filter(|(name, _)| name.starts_with(".joined."))
+        .collect();
+    assert!(
+        hidden.is_empty(),
+        "components left behind: {}",
+        hidden.len()
+    );
+}
+
+/// How many hidden staging objects `name` has.
+async fn staged(t: &Target, name: &str) -> usize {
+    let hidden = format!(".{name}.");
+    t.store
+        .entries()
+        .await
+        .into_iter()
+        .filter(|(entry, _)| entry.starts_with(&hidden))
+        .count()
+}
+
+/// Persists of fewer bytes than a component go to a tail object, as on
+/// S3, which Cleanup removes and a recovery reads back.
+#[tokio::test]
+async fn small_persists_write_tails_that_cleanup_removes() {
+    let gcs = Emulator::fake_gcs();
+    gcs.create_bucket("tails");
+    let server = TestServer::start(&gs_yaml(&gcs.url())).await;
+    let t = gs_target(&server, &gcs, "tails").await;
+    let c = &mut t.client.clone();
+    let sid = open(c, &t.uri("small")).await.unwrap();
+    write_at(c, &sid, 0, b"first").await.unwrap();
+    let (r1, _) = persist(c, &sid).await.unwrap();
+    write_at(c, &sid, 5, b" second").await.unwrap();
+    let (r2, _) = persist(c, &sid).await.unwrap();
+    assert_eq!(staged(&t, "small").await, 2, "one tail per persist");
+    assert!(cleanup(c, &r1).await.unwrap());
+    assert_eq!(staged(&t, "small").await, 1);
+    abort(c, &sid).await.unwrap();
+    let (sid, pos) = recover(c, &r2).await.unwrap();
+    assert_eq!(pos, 12);
+    write_at(c, &sid, pos, b" third").await.unwrap();
+    let (h, _) = close(c, &sid).await.unwrap();
+    commit(c, &h, false).await.unwrap();
+    assert_eq!(t.store.read("small").await.unwrap(), b"first second third");
+    assert_eq!(staged(&t, "small").await, 0);
+}
+
+/// Eight writers persisting 4 KiB at a time for 60 s, with a bystander
+/// and health checked (as on every other scheme).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eight_persisting_writers_stay_live_on_gs() {
+    let gcs = Emulator::fake_gcs();
+    gcs.create_bucket("live");
+    let server = TestServer::start(&gs_yaml(&gcs.url())).await;
+    let t = gs_target(&server, &gcs, "live").await;
+    let health = crate::liveness::health_channel(&server).await;
+    crate::liveness::eight_persisting_writers(&t, health, std::time::Duration::from_secs(60)).await;
 }
 
 /// With `gs.writer.temporary.bucket.name`, components never touch the

@@ -108,6 +108,29 @@ fn exactly_once_under_crashes_across_two_replicas_on_s3() {
 }
 
 #[test]
+fn exactly_once_under_crashes_across_two_replicas_on_gs() {
+    let gcs = Emulator::fake_gcs();
+    gcs.create_bucket("jobs");
+    let summary = harness(&[
+        "--backend",
+        "gs",
+        "--gs-endpoint",
+        &gcs.url(),
+        "--bucket",
+        "jobs",
+        "--replicas",
+        "2",
+        "--crashes",
+        "15",
+    ]);
+    assert!(summary["crashes"].as_u64().unwrap() >= 15);
+    assert!(
+        summary["replica_switches"].as_u64().unwrap() >= 3,
+        "the job should have resumed on the other replica: {summary:#}"
+    );
+}
+
+#[test]
 fn exactly_once_across_two_replicas_on_file() {
     let summary = harness(&["--backend", "file", "--replicas", "2", "--crashes", "12"]);
     assert!(

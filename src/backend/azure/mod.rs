@@ -138,8 +138,10 @@ impl AzureStores {
         );
         Ok(ObjectStores {
             objects: store.clone(),
+            tails: store.clone(),
             uploads: store,
             crc32c: None,
+            join: None,
         })
     }
 }

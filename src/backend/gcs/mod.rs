@@ -61,6 +61,12 @@ const KEYS: &[(&str, &str)] = &[
 
 /// GCS asks for chunks in multiples of 256 KiB.
 const CHUNK_GRANULE: u64 = 256 * 1024;
+/// A persist of at least this many bytes since the last component makes
+/// them a component; fewer go to a tail object, as on S3. Tiny, frequent
+/// persists would otherwise leave an object each, all to be deleted at
+/// commit, and a tail is written again by the next persist, so at most
+/// this many bytes are sent twice.
+const PERSIST_AS_COMPONENT: u64 = CHUNK_GRANULE;
 /// Component size unless `gs.writer.chunk.size` says otherwise.
 const DEFAULT_CHUNK: u64 = 8 * 1024 * 1024;
 
@@ -76,7 +82,7 @@ pub struct GcsConfig {
 fn configure(raw: &mut RawKeys) -> StartResult<Arc<dyn Configured>> {
     let mut upload = UploadConfig {
         part_size: DEFAULT_CHUNK,
-        persist_as_part: true,
+        persist_as_part_from: Some(PERSIST_AS_COMPONENT),
         ..UploadConfig::default()
     };
     if let Some(n) = take_positive(raw, "gs.upload.max.concurrent.uploads")? {
@@ -167,10 +173,16 @@ impl StoreResolver for GcsStores {
                 bucket,
                 self.config.temporary_bucket.as_deref(),
             ));
+            let tails: Arc<dyn object_store::ObjectStore> = match &self.config.temporary_bucket {
+                Some(scratch) => Arc::new(GcsBucket::new(self.client.clone(), scratch, None)),
+                None => store.clone(),
+            };
             Ok(ObjectStores {
                 objects: store.clone(),
+                tails,
                 uploads: store.clone(),
-                crc32c: Some(store),
+                crc32c: Some(store.clone()),
+                join: Some(store),
             })
         })
     }
@@ -190,7 +202,7 @@ mod tests {
     fn flink_keys_set_the_component_size_and_the_temporary_bucket() {
         let c = configured("gs.endpoint: http://127.0.0.1:1\n").unwrap();
         assert_eq!(c.upload.part_size, 8 * 1024 * 1024);
-        assert!(c.upload.persist_as_part);
+        assert_eq!(c.upload.persist_as_part_from, Some(256 * 1024));
         assert_eq!(c.temporary_bucket, None);
         let c =
             configured("gs.writer.chunk.size: 512kb\ngs.writer.temporary.bucket.name: scratch\n")

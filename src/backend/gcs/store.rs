@@ -29,7 +29,7 @@ use object_store::{
 };
 
 use super::json::{COMPOSE_MAX_SOURCES, GcsClient, Object};
-use crate::backend::object::StoredCrc32c;
+use crate::backend::object::{JoinParts, StoredCrc32c};
 
 /// Composes of intermediate objects in flight at once.
 const COMPOSES_IN_FLIGHT: usize = 8;
@@ -384,6 +384,48 @@ impl ObjectStore for GcsBucket {
     }
 }
 
+/// A part that is a component named by the upload's prefix and the
+/// part's id.
+fn source(prefix: &str, part: &PartId) -> object_store::Result<(String, Option<i64>)> {
+    let (unique, generation) = part
+        .content_id
+        .split_once('@')
+        .ok_or_else(|| not_supported("a part id that is not a GCS component"))?;
+    let generation = generation.parse::<i64>().ok().filter(|g| *g != 0);
+    Ok((format!("{prefix}{unique}"), generation))
+}
+
+fn part_id(name: &str, object: &Object) -> PartId {
+    let unique = name.rsplit('.').next().unwrap_or_default();
+    PartId {
+        content_id: format!("{unique}@{}", object.generation.unwrap_or(0)),
+    }
+}
+
+/// Components joined into one more component, by compose.
+#[async_trait]
+impl JoinParts for GcsBucket {
+    async fn join_parts(
+        &self,
+        path: &Path,
+        upload_id: &str,
+        parts: Vec<PartId>,
+    ) -> object_store::Result<PartId> {
+        let prefix = Self::component_prefix(path, upload_id);
+        let sources = parts
+            .iter()
+            .map(|p| source(&prefix, p))
+            .collect::<object_store::Result<Vec<_>>>()?;
+        let sources = self.reduce(path, upload_id, sources).await?;
+        let name = Self::new_component(path, upload_id);
+        let object = self
+            .client
+            .compose(&self.components, &name, &sources, Some(0))
+            .await?;
+        Ok(part_id(&name, &object))
+    }
+}
+
 /// GCS keeps a CRC32C for every object, composite ones included (which
 /// have no MD5).
 #[async_trait]
@@ -422,10 +464,7 @@ impl MultipartStore for GcsBucket {
             .client
             .upload(&self.components, &name, data, Some(0))
             .await?;
-        let unique = name.rsplit('.').next().unwrap_or_default();
-        Ok(PartId {
-            content_id: format!("{unique}@{}", object.generation.unwrap_or(0)),
-        })
+        Ok(part_id(&name, &object))
     }
 
     /// Composes the components into the target, never over an object.
@@ -438,14 +477,7 @@ impl MultipartStore for GcsBucket {
         let prefix = Self::component_prefix(path, id);
         let sources = parts
             .iter()
-            .map(|p| {
-                let (unique, generation) = p
-                    .content_id
-                    .split_once('@')
-                    .ok_or_else(|| not_supported("a part id that is not a GCS component"))?;
-                let generation = generation.parse::<i64>().ok().filter(|g| *g != 0);
-                Ok((format!("{prefix}{unique}"), generation))
-            })
+            .map(|p| source(&prefix, p))
             .collect::<object_store::Result<Vec<_>>>()?;
         let sources = self.reduce(path, id, sources).await?;
         let object = if self.components == self.bucket {

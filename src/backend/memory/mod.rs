@@ -179,9 +179,11 @@ impl StoreResolver for MemoryStores {
         }
         let (objects, uploads) = self.store(authority);
         Ok(ObjectStores {
+            tails: objects.clone(),
             objects,
             uploads,
             crc32c: None,
+            join: None,
         })
     }
 }

@@ -49,10 +49,29 @@ pub const MAX_PARTS: u32 = 10_000;
 #[derive(Clone)]
 pub struct ObjectStores {
     pub objects: Arc<dyn ObjectStore>,
+    /// Where tail objects go: `objects`, or a bucket of their own
+    /// (`gs.writer.temporary.bucket.name`).
+    pub tails: Arc<dyn ObjectStore>,
     pub uploads: Arc<dyn MultipartStore>,
     /// The CRC32C a store keeps for every object (GCS), which tells a
     /// target holding a handle's bytes from one of the same size.
     pub crc32c: Option<Arc<dyn StoredCrc32c>>,
+    /// Joins parts into one (GCS), where parts are objects.
+    pub join: Option<Arc<dyn JoinParts>>,
+}
+
+/// A store whose parts are objects of their own that it can join (GCS
+/// components): a long session's parts are joined into one from time to
+/// time, so its handles stay short however often it persists.
+#[async_trait]
+pub trait JoinParts: Send + Sync {
+    /// One part holding `parts`' bytes in order; the parts stay.
+    async fn join_parts(
+        &self,
+        path: &Path,
+        upload_id: &str,
+        parts: Vec<PartId>,
+    ) -> object_store::Result<PartId>;
 }
 
 /// A store that keeps a CRC32C of each object's bytes.
@@ -93,9 +112,7 @@ impl Stager for ObjectBackend {
     fn capabilities(&self) -> BackendCapabilities {
         BackendCapabilities {
             supports_resume: true,
-            // Components are shared by every later handle: nothing is
-            // only one handle's to clean up.
-            requires_cleanup: !self.upload.persist_as_part,
+            requires_cleanup: true,
             min_part_size: self.upload.part_size,
             max_concurrent_uploads: self.upload.max_concurrent_uploads,
             survives_restart: self.survives_restart,
@@ -276,13 +293,13 @@ impl Stager for ObjectBackend {
         };
         let stores = self.resolver.resolve(&target.authority)?;
         let path = tail_path(tail)?;
-        match stores.objects.head(&path).await {
+        match stores.tails.head(&path).await {
             Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(store_error(
                 e,
                 &format!("checking the tail object of {target}"),
             )),
-            Ok(_) => match stores.objects.delete(&path).await {
+            Ok(_) => match stores.tails.delete(&path).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(true),
                 Err(e) => Err(store_error(
                     e,
@@ -338,7 +355,7 @@ impl Stager for ObjectBackend {
         let mut known: std::collections::HashSet<String> = paths.iter().cloned().collect();
         let offset = Path::parse(&prefix).map_err(|e| Error::Internal(e.to_string()))?;
         let dir = Path::parse(target.parent()).map_err(|e| Error::Internal(e.to_string()))?;
-        let mut listing = stores.objects.list_with_offset(Some(&dir), &offset);
+        let mut listing = stores.tails.list_with_offset(Some(&dir), &offset);
         while let Some(meta) = listing.next().await {
             let meta =
                 meta.map_err(|e| store_error(e, &format!("listing the tail objects of {target}")))?;
@@ -354,7 +371,7 @@ impl Stager for ObjectBackend {
         // them a few at a time rather than one round trip after another.
         let shown = target.to_string();
         let deletes = paths.into_iter().map(|artefact| {
-            let objects = stores.objects.clone();
+            let objects = stores.tails.clone();
             let shown = shown.clone();
             async move {
                 let path = Path::parse(&artefact).map_err(|e| Error::Internal(e.to_string()))?;

@@ -102,7 +102,7 @@ pub(super) async fn discard_staging(
     if let Some(tail) = &staging.tail
         && let Ok(tail) = tail_path(tail)
     {
-        let _ = stores.objects.delete(&tail).await;
+        let _ = stores.tails.delete(&tail).await;
     }
 }
 
@@ -112,7 +112,7 @@ pub(super) async fn read_tail(
     target: &Location,
 ) -> Result<Bytes> {
     let path = tail_path(tail)?;
-    let bytes = match stores.objects.get(&path).await {
+    let bytes = match stores.tails.get(&path).await {
         Ok(r) => r.bytes().await,
         Err(e) => Err(e),
     };

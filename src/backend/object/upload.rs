@@ -15,10 +15,12 @@ pub const DEFAULT_MAX_CONCURRENT_UPLOADS: u32 = 4;
 pub struct UploadConfig {
     pub part_size: u64,
     pub max_concurrent_uploads: u32,
-    /// The store takes parts of any size (GCS components): a persist
-    /// uploads the bytes since the last part as one more part, where other
-    /// stores write a tail object that a recovery reads back.
-    pub persist_as_part: bool,
+    /// The store takes parts of any size (GCS components): a persist with
+    /// at least this many bytes since the last part uploads them as one
+    /// more part, where other stores (and a persist of fewer bytes) write
+    /// a tail object that a recovery reads back and a later persist
+    /// writes again.
+    pub persist_as_part_from: Option<u64>,
 }
 
 impl Default for UploadConfig {
@@ -26,7 +28,7 @@ impl Default for UploadConfig {
         UploadConfig {
             part_size: DEFAULT_PART_SIZE,
             max_concurrent_uploads: DEFAULT_MAX_CONCURRENT_UPLOADS,
-            persist_as_part: false,
+            persist_as_part_from: None,
         }
     }
 }

@@ -29,6 +29,11 @@ pub(super) struct ObjectWriter {
 /// Tail objects deleted at once after a commit.
 pub(super) const TAIL_DELETES_IN_FLIGHT: usize = 16;
 
+/// Parts a session keeps before it joins them into one, on a store that
+/// can (GCS): a session that persists every few kilobytes for hours would
+/// otherwise list thousands of parts in every handle.
+pub(super) const JOIN_AT: usize = 256;
+
 /// Writes shorter than this are copied together rather than kept as slices.
 pub(super) const GATHER: usize = 64 * 1024;
 
@@ -161,6 +166,43 @@ impl ObjectWriter {
         Ok(())
     }
 
+    /// Joins the parts into one once there are [`JOIN_AT`] of them (no
+    /// part in flight). The parts stay for earlier handles; all of them go
+    /// at commit or abort.
+    async fn join_if_many(&mut self) -> Result<()> {
+        let Some(join) = self.stores.join.clone() else {
+            return Ok(());
+        };
+        if self.parts.len() < JOIN_AT || !self.in_flight.is_empty() {
+            return Ok(());
+        }
+        let size = self.parts.values().map(|p| p.size).sum();
+        let ids = self
+            .parts
+            .values()
+            .map(|p| PartId {
+                content_id: p.content_id.clone(),
+            })
+            .collect();
+        let span = tracing::info_span!("join_parts", parts = self.parts.len());
+        let joined = tracing::Instrument::instrument(
+            join.join_parts(&self.path, &self.upload_id, ids),
+            span,
+        )
+        .await
+        .map_err(|e| upload_error(e, &self.target))?;
+        self.parts = BTreeMap::from([(
+            0,
+            UploadedPart {
+                index: 0,
+                content_id: joined.content_id,
+                size,
+            },
+        )]);
+        self.next_index = 1;
+        Ok(())
+    }
+
     fn staging(&self, tail: Option<TailObject>) -> Staging {
         Staging::Multipart(MultipartStaging {
             upload_id: self.upload_id.clone(),
@@ -210,10 +252,15 @@ impl StagedWriter for ObjectWriter {
 
     async fn persist(&mut self) -> Result<Staging> {
         self.check()?;
-        if self.config.persist_as_part {
+        if self
+            .config
+            .persist_as_part_from
+            .is_some_and(|from| self.pending_len >= from)
+        {
             return self.close_for_commit().await;
         }
         self.finish_all().await?;
+        self.join_if_many().await?;
         self.seal_gather();
         let tail = if self.pending_len == 0 {
             None
@@ -222,7 +269,7 @@ impl StagedWriter for ObjectWriter {
             let payload: PutPayload = self.pending.iter().cloned().collect();
             let key = Path::parse(&path).map_err(|e| Error::Internal(e.to_string()))?;
             let span = tracing::info_span!("put_tail", bytes = self.pending_len);
-            tracing::Instrument::instrument(self.stores.objects.put(&key, payload), span)
+            tracing::Instrument::instrument(self.stores.tails.put(&key, payload), span)
                 .await
                 .map_err(|e| {
                     store_error(e, &format!("writing the tail object of {}", self.target))
@@ -243,6 +290,7 @@ impl StagedWriter for ObjectWriter {
             self.start_part(slices)?;
             self.finish_all().await?;
         }
+        self.join_if_many().await?;
         Ok(self.staging(None))
     }
 

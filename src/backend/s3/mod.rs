@@ -197,8 +197,10 @@ impl S3Stores {
         );
         Ok(ObjectStores {
             objects: store.clone(),
+            tails: store.clone(),
             uploads: store,
             crc32c: None,
+            join: None,
         })
     }
 }
