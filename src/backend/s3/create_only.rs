@@ -3,6 +3,10 @@
 //! completes the upload only while no object has the key, and answers 412
 //! otherwise.
 //!
+//! On Aliyun OSS, whose own header for the same is
+//! `x-oss-forbid-overwrite: true` (documented for CompleteMultipartUpload,
+//! answered 409 FileAlreadyExists), both headers go on.
+//!
 //! The header goes on in the HTTP client object_store calls, after SigV4
 //! signed the request: SigV4 must sign every `x-amz-*` header, but other
 //! headers may go unsigned (the request lists the ones it signed). It
@@ -17,14 +21,19 @@ use crate::backend::object::hook::{RequestHook, has_query};
 
 /// Makes every multipart completion create-only.
 #[derive(Debug, Default)]
-pub struct CreateOnlyCompletion;
+pub struct CreateOnlyCompletion {
+    /// The store is Aliyun OSS: its own header goes on too.
+    pub oss: bool,
+}
 
 impl RequestHook for CreateOnlyCompletion {
     fn prepare(&self, request: &mut HttpRequest) {
         if completes_an_upload(request) {
-            request
-                .headers_mut()
-                .insert(IF_NONE_MATCH, HeaderValue::from_static("*"));
+            let headers = request.headers_mut();
+            headers.insert(IF_NONE_MATCH, HeaderValue::from_static("*"));
+            if self.oss {
+                headers.insert("x-oss-forbid-overwrite", HeaderValue::from_static("true"));
+            }
         }
     }
 }
@@ -45,6 +54,17 @@ mod tests {
             .uri(uri)
             .body(object_store::client::HttpRequestBody::empty())
             .unwrap()
+    }
+
+    #[test]
+    fn oss_gets_its_own_header_too() {
+        let mut r = request(http::Method::POST, "http://h/b/k?uploadId=abc");
+        CreateOnlyCompletion { oss: true }.prepare(&mut r);
+        assert_eq!(r.headers()[IF_NONE_MATCH], "*");
+        assert_eq!(r.headers()["x-oss-forbid-overwrite"], "true");
+        let mut r = request(http::Method::POST, "http://h/b/k?uploadId=abc");
+        CreateOnlyCompletion::default().prepare(&mut r);
+        assert!(r.headers().get("x-oss-forbid-overwrite").is_none());
     }
 
     #[test]

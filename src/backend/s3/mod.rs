@@ -144,7 +144,9 @@ impl S3Stores {
         // file that appeared after its check (see `create_only`).
         let mut builder = AmazonS3Builder::from_env()
             .with_bucket_name(bucket)
-            .with_http_connector(HookedConnector(Arc::new(CreateOnlyCompletion)));
+            .with_http_connector(HookedConnector(Arc::new(CreateOnlyCompletion {
+                oss: c.virtual_hosted,
+            })));
         if let Some(timeout) = c.request_timeout {
             // First: the client options are replaced as a whole, and the
             // settings below (allow_http, proxy) live in them.
