@@ -41,10 +41,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let end = (offset + persist_every).min(total);
         let messages: Vec<WriteRequest> = (offset..end)
             .step_by(chunk)
-            .map(|at| WriteRequest {
-                session_id: session_id.clone(),
-                offset: at,
-                data: data.slice(..(end - at).min(chunk as u64) as usize),
+            .map(|at| {
+                let data = data.slice(..(end - at).min(chunk as u64) as usize);
+                WriteRequest {
+                    session_id: session_id.clone(),
+                    offset: at,
+                    crc32c: Some(crc32c::crc32c(&data)),
+                    data,
+                }
             })
             .collect();
         offset = client

@@ -28,6 +28,12 @@ pub enum Error {
     #[error("{0}")]
     AlreadyExists(String),
 
+    /// Bytes damaged on the way or in the store: a Write message whose
+    /// CRC32C does not match its data, a published object whose CRC32C is
+    /// not the handle's.
+    #[error("{0}")]
+    DataLoss(String),
+
     /// A read offset past the end, or a write offset that overflows.
     #[error("{0}")]
     OutOfRange(String),

@@ -55,10 +55,11 @@ WHENS = ["before", "during", "after"]
 VICTIMS = ["job", "gateway", "both"]
 # Crash points every run covers, for each victim: mid-write, mid-persist,
 # between close-for-commit and commit, mid-commit.
-REQUIRED = [f"{method}:1:{victim}:{when}"
-            for method, when in (("Write", "during"), ("Persist", "during"),
-                                 ("CloseForCommit", "after"), ("Commit", "during"))
-            for victim in VICTIMS]
+REQUIRED = [
+    f"{method}:1:{victim}:{when}"
+    for method, when in (("Write", "during"), ("Persist", "during"), ("CloseForCommit", "after"), ("Commit", "during"))
+    for victim in VICTIMS
+]
 
 
 def free_port() -> int:
@@ -86,9 +87,21 @@ class Gateway:
             self.config_path.write_text(self.config_path.read_text() + extra_config)
         for _ in range(50):
             self.proc = subprocess.Popen(
-                [self.binary, "serve", "--listen", self.address, "--data-dir", str(self.data_dir),
-                 "--config", str(self.config_path), "--admin-listen", "off"],
-                stdout=self.log, stderr=self.log, env={**os.environ, "RUST_LOG": "warn"},
+                [
+                    self.binary,
+                    "serve",
+                    "--listen",
+                    self.address,
+                    "--data-dir",
+                    str(self.data_dir),
+                    "--config",
+                    str(self.config_path),
+                    "--admin-listen",
+                    "off",
+                ],
+                stdout=self.log,
+                stderr=self.log,
+                env={**os.environ, "RUST_LOG": "warn"},
             )
             if self._wait_listening():
                 self.starts += 1
@@ -156,11 +169,16 @@ class Backend:
             return sorted(k for k in self.gs_keys() if not part.fullmatch(k))
         import boto3  # the S3 check needs boto3 (it comes with moto)
 
-        s3 = boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
-                          aws_access_key_id="test", aws_secret_access_key="test")
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+        )
         keys = []
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix + "/"):
-            keys += [o["Key"][len(self.prefix) + 1:] for o in page.get("Contents", [])]
+            keys += [o["Key"][len(self.prefix) + 1 :] for o in page.get("Contents", [])]
         uploads = s3.list_multipart_uploads(Bucket=self.bucket, Prefix=self.prefix + "/").get("Uploads", [])
         left = [k for k in keys if not part.fullmatch(k)]
         self.empty_uploads = 0
@@ -179,7 +197,6 @@ class Backend:
                 self.empty_uploads += 1
         return sorted(left)
 
-
     def gs_keys(self) -> List[str]:
         """Every object under the job's output, through the GCS JSON API
         (component objects of files in progress included)."""
@@ -192,11 +209,13 @@ class Backend:
             query = {"prefix": self.prefix + "/"}
             if token:
                 query["pageToken"] = token
-            url = (f"{self.endpoint}/storage/v1/b/{urllib.parse.quote(self.bucket, safe='')}/o?"
-                   + urllib.parse.urlencode(query))
+            url = (
+                f"{self.endpoint}/storage/v1/b/{urllib.parse.quote(self.bucket, safe='')}/o?"
+                + urllib.parse.urlencode(query)
+            )
             with urllib.request.urlopen(url) as answer:
                 page = json.load(answer)
-            keys += [item["name"][len(self.prefix) + 1:] for item in page.get("items", [])]
+            keys += [item["name"][len(self.prefix) + 1 :] for item in page.get("items", [])]
             token = page.get("nextPageToken", "")
             if not token:
                 return keys
@@ -234,10 +253,26 @@ class Harness:
 
     def job_command(self, gateway: Gateway, crash: Optional[str]) -> List[str]:
         a = self.args
-        cmd = [sys.executable, str(HERE / "job.py"), "--gateway", gateway.address, "--out", self.backend.out,
-               "--checkpoint", str(self.checkpoint), "--records", str(a.records),
-               "--records-per-part", str(a.records_per_part), "--checkpoint-every", str(a.checkpoint_every),
-               "--crash-log", str(self.crash_log), "--gateway-pid", str(gateway.proc.pid)]
+        cmd = [
+            sys.executable,
+            str(HERE / "job.py"),
+            "--gateway",
+            gateway.address,
+            "--out",
+            self.backend.out,
+            "--checkpoint",
+            str(self.checkpoint),
+            "--records",
+            str(a.records),
+            "--records-per-part",
+            str(a.records_per_part),
+            "--checkpoint-every",
+            str(a.checkpoint_every),
+            "--crash-log",
+            str(self.crash_log),
+            "--gateway-pid",
+            str(gateway.proc.pid),
+        ]
         if crash:
             cmd += ["--crash", crash]
         return cmd
@@ -281,8 +316,14 @@ class Harness:
             if self.required:
                 spec = self.required[0]
             elif self.rng.random() < 0.6:
-                spec = ":".join([self.rng.choice(METHODS), str(self.rng.randint(1, 3)),
-                                 self.rng.choice(VICTIMS), self.rng.choice(WHENS)])
+                spec = ":".join(
+                    [
+                        self.rng.choice(METHODS),
+                        str(self.rng.randint(1, 3)),
+                        self.rng.choice(VICTIMS),
+                        self.rng.choice(WHENS),
+                    ]
+                )
         required = spec is not None and spec in REQUIRED
         fired_before = len(self.crash_log.read_text().splitlines())
         stderr_path = self.logs / f"job-{self.job_runs}.log"
@@ -310,9 +351,11 @@ class Harness:
                 if now > last_progress + HUNG_AFTER:
                     proc.kill()
                     raise RuntimeError(
-                        f"the job made no progress (no checkpoint) for {HUNG_AFTER} s; see {stderr_path}")
+                        f"the job made no progress (no checkpoint) for {HUNG_AFTER} s; see {stderr_path}"
+                    )
                 armed = restored.is_set() and (
-                    not required or len(self.crash_log.read_text().splitlines()) > fired_before)
+                    not required or len(self.crash_log.read_text().splitlines()) > fired_before
+                )
                 if want_crash and kill_at is None and armed:
                     kill_at = now + self.rng.uniform(0.05, 0.5)
                 if kill_at is not None and now >= kill_at:
@@ -354,8 +397,10 @@ class Harness:
             while self.crashes() < self.args.crashes or self.required:
                 if self.run_job_once(want_crash=True) == 0:
                     done = True
-                    print(f"\nthe job finished after only {self.crashes()} crashes; "
-                          "give it more --records", file=sys.stderr)
+                    print(
+                        f"\nthe job finished after only {self.crashes()} crashes; give it more --records",
+                        file=sys.stderr,
+                    )
                     break
                 self.progress(f"crashes {self.crashes()}/{self.args.crashes}, job runs {self.job_runs}")
             while not done:
@@ -402,9 +447,15 @@ class Harness:
             "seconds": round(time.time() - started, 1),
             **verdict,
         }
-        summary["ok"] = (summary["lost"] == 0 and summary["duplicated"] == 0 and summary["out_of_order"] == 0
-                         and summary["corrupt"] == 0 and not leftovers
-                         and summary["crashes"] >= self.args.crashes and not self.required)
+        summary["ok"] = (
+            summary["lost"] == 0
+            and summary["duplicated"] == 0
+            and summary["out_of_order"] == 0
+            and summary["corrupt"] == 0
+            and not leftovers
+            and summary["crashes"] >= self.args.crashes
+            and not self.required
+        )
         if summary["ok"] and not self.args.keep:
             shutil.rmtree(self.work, ignore_errors=True)
         else:
@@ -468,7 +519,9 @@ def main() -> int:
     if args.backend == "s3" and not args.s3_endpoint:
         p.error("--backend s3 needs --s3-endpoint (start one with: moto_server -p 5000) and --bucket")
     if args.backend == "gs" and not args.gs_endpoint:
-        p.error("--backend gs needs --gs-endpoint (start one with: gcp-storage-emulator start --port 9023) and --bucket")
+        p.error(
+            "--backend gs needs --gs-endpoint (start one with: gcp-storage-emulator start --port 9023) and --bucket"
+        )
     if args.records is None:
         args.records = max(2000, 800 * args.crashes)
     if args.seed is None:
@@ -479,20 +532,28 @@ def main() -> int:
         print(json.dumps(summary, indent=2))
     else:
         print(f"exactly-once on {summary['backend']}:// with {summary['replicas']} replica(s), seed {args.seed}")
-        print(f"  {summary['crashes']} crashes in {summary['job_runs']} job runs, "
-              f"{summary['gateway_starts']} gateway starts, {summary['seconds']} s")
+        print(
+            f"  {summary['crashes']} crashes in {summary['job_runs']} job runs, "
+            f"{summary['gateway_starts']} gateway starts, {summary['seconds']} s"
+        )
         if summary["replicas"] > 1:
             print(f"  {summary['replica_switches']} runs resumed on another replica than the run before")
         for point, n in summary["crash_points"].items():
             print(f"    {point:<40} {n}")
         print(f"  {summary['records_committed']} of {summary['records']} records committed in {summary['parts']} parts")
-        print(f"  lost {summary['lost']}, duplicated {summary['duplicated']}, out of order {summary['out_of_order']}, "
-              f"corrupt {summary['corrupt']}")
-        print(f"  leftovers: {summary['leftovers_before_cleanup']} before the final cleanup, "
-              f"{len(summary['leftovers'])} after")
+        print(
+            f"  lost {summary['lost']}, duplicated {summary['duplicated']}, out of order {summary['out_of_order']}, "
+            f"corrupt {summary['corrupt']}"
+        )
+        print(
+            f"  leftovers: {summary['leftovers_before_cleanup']} before the final cleanup, "
+            f"{len(summary['leftovers'])} after"
+        )
         if summary["unrecorded_empty_uploads"]:
-            print(f"  {summary['unrecorded_empty_uploads']} empty multipart upload(s) that no record names "
-                  "(gateway killed between CreateMultipartUpload and sled's record; see the README)")
+            print(
+                f"  {summary['unrecorded_empty_uploads']} empty multipart upload(s) that no record names "
+                "(gateway killed between CreateMultipartUpload and sled's record; see the README)"
+            )
         print("  OK" if summary["ok"] else f"  FAILED (work dir kept: {summary.get('work_dir')})")
     return 0 if summary["ok"] else 1
 

@@ -38,7 +38,6 @@ import random
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 

@@ -73,6 +73,20 @@ impl GatewayApi {
     }
 }
 
+/// A Write message's CRC32C, when it carries one, must be its data's:
+/// nothing of a damaged message is applied.
+fn check_crc32c(msg: &WriteRequest) -> Result<(), Status> {
+    match msg.crc32c {
+        Some(sent) if crc32c::crc32c(&msg.data) != sent => Err(Error::DataLoss(format!(
+            "the Write message at offset {} ({} bytes) does not match its CRC32C {sent:#010x}: it was damaged on the way and nothing of it was applied; send it again",
+            msg.offset,
+            msg.data.len()
+        ))
+        .into()),
+        _ => Ok(()),
+    }
+}
+
 fn file_status(entry: crate::backend::Entry) -> FileStatus {
     FileStatus {
         name: entry.location.file_name().to_string(),
@@ -227,6 +241,7 @@ impl StorageGateway for GatewayApi {
             })?;
         let guard = self.gateway.begin_write(&first.session_id, &caller)?;
         let mut bytes = first.data.len() as u64;
+        check_crc32c(&first)?;
         let mut position = guard.append(first.offset, first.data).await?;
         if bytes > 0 {
             progress = tokio::time::Instant::now();
@@ -240,6 +255,7 @@ impl StorageGateway for GatewayApi {
                 .into());
             }
             bytes += msg.data.len() as u64;
+            check_crc32c(&msg)?;
             let before = position;
             position = guard.append(msg.offset, msg.data).await?;
             if position > before {
@@ -262,6 +278,7 @@ impl StorageGateway for GatewayApi {
         Ok(Response::new(PersistResponse {
             handle: issued.handle,
             position: issued.position,
+            crc32c: issued.crc32c,
         }))
     }
 
@@ -278,6 +295,7 @@ impl StorageGateway for GatewayApi {
             session_id: recovered.session_id,
             position: recovered.position,
             path: recovered.target.to_string(),
+            crc32c: recovered.crc32c,
         }))
     }
 
@@ -293,6 +311,7 @@ impl StorageGateway for GatewayApi {
         Ok(Response::new(CloseForCommitResponse {
             handle: issued.handle,
             size: issued.position,
+            crc32c: issued.crc32c,
         }))
     }
 
@@ -309,6 +328,7 @@ impl StorageGateway for GatewayApi {
         Ok(Response::new(CommitResponse {
             path: committed.target.to_string(),
             size: committed.size,
+            crc32c: committed.crc32c,
         }))
     }
 

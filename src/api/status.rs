@@ -19,6 +19,7 @@ pub fn code(err: &Error) -> (Code, &'static str) {
         Error::NotFound(_) => (Code::NotFound, "NotFound"),
         Error::FailedPrecondition(_) => (Code::FailedPrecondition, "FailedPrecondition"),
         Error::AlreadyExists(_) => (Code::AlreadyExists, "AlreadyExists"),
+        Error::DataLoss(_) => (Code::DataLoss, "DataLoss"),
         Error::OutOfRange(_) => (Code::OutOfRange, "OutOfRange"),
         Error::OffsetGap { .. } => (Code::OutOfRange, "OffsetGap"),
         Error::SessionEnded(_) => (Code::FailedPrecondition, "SessionEnded"),

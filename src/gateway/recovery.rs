@@ -18,6 +18,8 @@ pub struct Recovered {
     pub session_id: String,
     /// Where it resumes: the handle's position.
     pub position: u64,
+    /// CRC32C of the bytes before `position`.
+    pub crc32c: u32,
     pub target: Location,
 }
 
@@ -26,6 +28,8 @@ pub struct Recovered {
 pub struct Committed {
     pub target: Location,
     pub size: u64,
+    /// CRC32C of the published bytes (the handle's).
+    pub crc32c: u32,
 }
 
 impl Gateway {
@@ -100,6 +104,7 @@ impl Gateway {
         Ok(Recovered {
             session_id: id,
             position: body.position,
+            crc32c: body.crc32c,
             target,
         })
     }
@@ -130,7 +135,11 @@ impl Gateway {
             // temp file is consumed, so only the target can answer.
             let size = backend.stager.target_size(&target).await?;
             let size = settle_without_staging(&target, size, body.position, after_recovery)?;
-            return Ok(Committed { target, size });
+            return Ok(Committed {
+                target,
+                size,
+                crc32c: body.crc32c,
+            });
         }
         if let Some(record) = record.as_mut() {
             check_not_cut_back(record, &body, &target, "commit")?;
@@ -171,7 +180,11 @@ impl Gateway {
             .get_or_create(&Metrics::scheme(&target.scheme))
             .observe(started.elapsed().as_secs_f64());
         tracing::info!(target = %target, size, after_recovery, "committed");
-        Ok(Committed { target, size })
+        Ok(Committed {
+            target,
+            size,
+            crc32c: body.crc32c,
+        })
     }
 
     /// Removes what only this resume handle references.

@@ -29,6 +29,8 @@ pub struct Opened {
 pub struct Issued {
     pub handle: Vec<u8>,
     pub position: u64,
+    /// CRC32C of the `position` bytes the handle covers.
+    pub crc32c: u32,
 }
 
 /// Where a new session starts.
@@ -375,6 +377,7 @@ impl Gateway {
         Ok(Issued {
             handle: self.keys.seal(&body),
             position: inner.position,
+            crc32c: inner.crc,
         })
     }
 
@@ -390,6 +393,7 @@ impl Gateway {
                         if r.status() == SessionStatus::Closed && !r.commit_handle.is_empty() =>
                     {
                         Ok(Issued {
+                            crc32c: self.keys.open(&r.commit_handle)?.crc32c,
                             handle: r.commit_handle,
                             position: r.persisted_position,
                         })
@@ -424,6 +428,7 @@ impl Gateway {
         Ok(Issued {
             handle,
             position: inner.position,
+            crc32c: inner.crc,
         })
     }
 

@@ -8,7 +8,7 @@ use sluice_client::{Client, ClientOptions, ResumeHandle, Retry};
 use tonic::Code;
 
 use crate::harness::*;
-use crate::proxy::CutProxy;
+use crate::proxy::{CorruptProxy, CutProxy};
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
@@ -147,6 +147,63 @@ async fn cut_connections_are_retried_without_duplicating_bytes() {
         stored == data,
         "the committed bytes differ from the bytes written"
     );
+}
+
+/// A proxy flips a byte in every 100th large DATA frame towards the
+/// server: each damaged message is refused with DATA_LOSS (its CRC32C is
+/// the client's, taken before it left), the client sends it again, and the
+/// committed file is exactly the bytes written. Without checksums the same
+/// damage is published.
+#[tokio::test]
+async fn damaged_writes_are_caught_and_sent_again() {
+    let server = TestServer::start("").await;
+    let proxy = CorruptProxy::start(server.addr, 100).await;
+    let options = |checksums| ClientOptions {
+        chunk_size: 256 << 10,
+        max_unacked: 1 << 20,
+        retry: Retry {
+            attempts: 50,
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(20),
+        },
+        checksums,
+        ..ClientOptions::default()
+    };
+    let data = pattern(16 << 20, 5);
+    let root = server.file_root();
+    for (checksums, name) in [(true, "checked"), (false, "unchecked")] {
+        let client = Client::connect_with(format!("http://{}", proxy.addr), options(checksums))
+            .await
+            .unwrap();
+        let before = proxy.flipped.load(std::sync::atomic::Ordering::Relaxed);
+        let mut stream = client
+            .open(&format!("file://{}/crc/{name}", root.display()))
+            .await
+            .unwrap();
+        for (i, piece) in data.chunks(1 << 20).enumerate() {
+            stream.write(piece).await.unwrap();
+            if i % 4 == 3 {
+                stream.persist().await.unwrap();
+            }
+        }
+        let committed = stream
+            .close_for_commit()
+            .await
+            .unwrap()
+            .commit()
+            .await
+            .unwrap();
+        let flipped = proxy.flipped.load(std::sync::atomic::Ordering::Relaxed) - before;
+        assert!(flipped >= 10, "only {flipped} bytes were flipped");
+        let stored = std::fs::read(root.join("crc").join(name)).unwrap();
+        if checksums {
+            assert!(stored == data, "a damaged message was applied");
+            assert_eq!(committed.crc32c, crc32c::crc32c(&data));
+        } else {
+            assert_eq!(stored.len(), data.len());
+            assert!(stored != data, "the damage went unseen by this test");
+        }
+    }
 }
 
 /// `Write` streams travel on a connection of their own, so the bytes they

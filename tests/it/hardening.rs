@@ -198,12 +198,14 @@ async fn memory_a_session_holds_is_bounded_by_its_bytes() {
     let messages = (0..1200u64).map(move |i| {
         let offset = i;
         WriteRequest {
+            crc32c: None,
             session_id: String::new(),
             offset,
             data: vec![(i % 251) as u8; 1 << 20].into(),
         }
     });
     let first = WriteRequest {
+        crc32c: None,
         session_id: sid.clone(),
         offset: (1 << 20) - 1,
         data: bytes::Bytes::new(),
@@ -288,6 +290,7 @@ async fn idle_streams_cannot_starve_health_or_unary_calls() {
                     (n < 40).then(|| {
                         (
                             WriteRequest {
+                                crc32c: None,
                                 session_id: sid,
                                 offset: 0,
                                 data: bytes::Bytes::new(),

@@ -349,6 +349,8 @@ pub async fn write_chunks(
     let msgs: Vec<WriteRequest> = chunks
         .into_iter()
         .map(|(offset, data)| WriteRequest {
+            // Every message carries its CRC32C, as the clients send them.
+            crc32c: Some(crc32c::crc32c(&data)),
             session_id: sid.into(),
             offset,
             data: Bytes::from(data),

@@ -233,11 +233,13 @@ async fn hostile_requests_get_their_documented_codes_and_harm_no_one() {
     .await;
     let two_sessions = vec![
         WriteRequest {
+            crc32c: None,
             session_id: sid.clone(),
             offset: 10,
             data: Bytes::from_static(b"a"),
         },
         WriteRequest {
+            crc32c: None,
             session_id: cat.bystander.clone(),
             offset: 0,
             data: Bytes::from_static(b"b"),
@@ -253,6 +255,7 @@ async fn hostile_requests_get_their_documented_codes_and_harm_no_one() {
     let position_now = persist(&mut c, &sid).await.unwrap().1;
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     tx.send(WriteRequest {
+        crc32c: None,
         session_id: sid.clone(),
         offset: position_now,
         data: Bytes::from_static(b"first"),

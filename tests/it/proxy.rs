@@ -242,3 +242,84 @@ async fn relay(
     up.abort();
     Ok(())
 }
+
+/// A proxy that damages `Write` data on its way to the server: it follows
+/// the HTTP/2 frames of each connection towards the server and flips one
+/// byte in the middle of every `every`-th large DATA frame (at least 1 KiB,
+/// so the byte is message data rather than a field's tag).
+pub struct CorruptProxy {
+    pub addr: SocketAddr,
+    /// Bytes flipped so far.
+    pub flipped: Arc<std::sync::atomic::AtomicUsize>,
+    accept: JoinHandle<()>,
+}
+
+impl CorruptProxy {
+    pub async fn start(upstream: SocketAddr, every: usize) -> CorruptProxy {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let flipped = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(AtomicUsize::new(0));
+        let counts = flipped.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let (counts, seen) = (counts.clone(), seen.clone());
+                tokio::spawn(async move {
+                    let Ok(outbound) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let (mut client_read, mut client_write) = inbound.into_split();
+                    let (mut server_read, mut server_write) = outbound.into_split();
+                    tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+                    });
+                    // The client's preface, then frames: a 9-byte header
+                    // (length, type, flags, stream) and the payload.
+                    let mut preface = [0u8; 24];
+                    if client_read.read_exact(&mut preface).await.is_err()
+                        || server_write.write_all(&preface).await.is_err()
+                    {
+                        return;
+                    }
+                    loop {
+                        let mut header = [0u8; 9];
+                        if client_read.read_exact(&mut header).await.is_err() {
+                            return;
+                        }
+                        let len = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+                        let mut payload = vec![0u8; len];
+                        if client_read.read_exact(&mut payload).await.is_err() {
+                            return;
+                        }
+                        let data = header[3] == 0;
+                        if data
+                            && len >= 1024
+                            && (seen.fetch_add(1, Ordering::Relaxed) + 1) % every == 0
+                        {
+                            payload[len / 2] ^= 0x40;
+                            counts.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if server_write.write_all(&header).await.is_err()
+                            || server_write.write_all(&payload).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        CorruptProxy {
+            addr,
+            flipped,
+            accept,
+        }
+    }
+}
+
+impl Drop for CorruptProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}

@@ -355,6 +355,7 @@ async fn sigterm_drains_flushes_and_exits_0() {
     // A Write call in flight: one message applied, the stream still open.
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tx.send(sluice::proto::WriteRequest {
+        crc32c: None,
         session_id: sid.clone(),
         offset: 18,
         data: bytes::Bytes::from_static(b"and during."),

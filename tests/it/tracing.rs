@@ -58,6 +58,7 @@ async fn a_callers_trace_shows_its_writes() {
         .session_id;
     let secret_content = "do-not-log-this-content-0123456789";
     let messages = vec![WriteRequest {
+        crc32c: None,
         session_id: sid.clone(),
         offset: 0,
         data: bytes::Bytes::from(secret_content),

@@ -16,26 +16,41 @@ commit_after_recovery()`` publishes a file whose commit may already have
 happened.
 
 Small writes are batched; each batch is one ``Write`` call whose messages
-carry their offsets. A call that fails with ``UNAVAILABLE`` is sent again
-from the last acknowledged offset: the server skips the bytes it already
-has, so a retried chunk is never duplicated. Other failures raise the typed
-exceptions of :mod:`sluice_client.errors`.
+carry their offsets and CRC32Cs. A call that fails with ``UNAVAILABLE`` (or
+``DATA_LOSS``: a message damaged on the way, of which nothing was applied)
+is sent again from the last acknowledged offset: the server skips the bytes
+it already has, so a retried chunk is never duplicated. The file's CRC32C
+that ``Persist``, ``CloseForCommit`` and ``Commit`` answer is checked
+against the bytes written. Other failures raise the typed exceptions of
+:mod:`sluice_client.errors`. :mod:`sluice_client.aio` is the same API on
+asyncio.
 """
 
 from __future__ import annotations
 
-import random
 import time
-from dataclasses import dataclass
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple, TypeVar
+from typing import Callable, List, Optional, Sequence, Tuple, TypeVar
 
 import grpc
 
+from ._core import (
+    DATA_CHANNEL,
+    Committed,
+    Options,
+    RetryPolicy,
+    StreamBase,
+    StreamState,
+    channel_options,
+    check_commit,
+    unary_retry,
+    write_retry,
+)
 from ._pb import gateway_pb2 as pb
 from ._pb import gateway_pb2_grpc as pb_grpc
 from .errors import (
     Aborted,
     AlreadyExists,
+    DataLoss,
     DeadlineExceeded,
     FailedPrecondition,
     Internal,
@@ -72,35 +87,13 @@ __all__ = [
     "Unimplemented",
     "Unavailable",
     "DeadlineExceeded",
+    "DataLoss",
     "Internal",
 ]
 
 T = TypeVar("T")
 
 MiB = 1 << 20
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How calls are retried on ``UNAVAILABLE``: ``attempts`` in all, with
-    exponential backoff from ``initial_backoff`` to ``max_backoff`` seconds
-    (with jitter)."""
-
-    attempts: int = 8
-    initial_backoff: float = 0.05
-    max_backoff: float = 2.0
-
-    def backoff(self, attempt: int) -> float:
-        delay = min(self.max_backoff, self.initial_backoff * (2**attempt))
-        return delay * (0.5 + random.random() / 2)
-
-
-@dataclass(frozen=True)
-class Committed:
-    """Where a commit landed."""
-
-    path: str
-    size: int
 
 
 class Writer:
@@ -110,7 +103,8 @@ class Writer:
     ``target`` is ``host:port``. ``chunk_size`` is the size of one ``Write``
     message; ``batch_size`` how many bytes are gathered before they are
     sent in one call. ``interceptors`` are gRPC client interceptors, and
-    ``credentials`` makes the channel use TLS.
+    ``credentials`` makes the channel use TLS. ``checksums`` (on by
+    default) sends a CRC32C with every message and checks the file's.
     """
 
     def __init__(
@@ -124,32 +118,17 @@ class Writer:
         credentials: Optional[grpc.ChannelCredentials] = None,
         metadata: Sequence[Tuple[str, str]] = (),
         interceptors: Sequence[grpc.UnaryUnaryClientInterceptor] = (),
+        checksums: bool = True,
     ) -> None:
-        if chunk_size <= 0 or batch_size <= 0:
-            raise ValueError("chunk_size and batch_size must be positive")
-        self.chunk_size = chunk_size
-        self.batch_size = max(batch_size, chunk_size)
-        self.retry = retry
-        self.timeout = timeout
-        self.metadata = tuple(metadata)
-        options = [
-            ("grpc.max_send_message_length", chunk_size + 64 * 1024),
-            ("grpc.max_receive_message_length", 64 * MiB),
-            # Come back quickly after a gateway restart.
-            ("grpc.initial_reconnect_backoff_ms", 100),
-            ("grpc.min_reconnect_backoff_ms", 100),
-            ("grpc.max_reconnect_backoff_ms", 1000),
-        ]
+        self.options = Options(chunk_size, batch_size, retry, timeout, metadata, checksums)
+        options = channel_options(chunk_size)
+
         def connect(extra: List[Tuple[str, int]]) -> grpc.Channel:
             if credentials is None:
                 return grpc.insecure_channel(target, options=options + extra)
             return grpc.secure_channel(target, credentials, options=options + extra)
 
-        # Write streams get a connection of their own (a local subchannel
-        # pool keeps gRPC from sharing one): HTTP/2 flow control and TCP
-        # order are per connection, so bytes in flight never hold back a
-        # Persist or a Commit.
-        self._channels = [connect([]), connect([("grpc.use_local_subchannel_pool", 1)])]
+        self._channels = [connect([]), connect(DATA_CHANNEL)]
         stubs = []
         for channel in self._channels:
             if interceptors:
@@ -174,16 +153,14 @@ class Writer:
         """Starts a new file at ``path`` (a URI such as ``s3://bucket/key``,
         or a path the default scheme resolves). Nothing is visible there
         before the commit."""
-        opened = self._call(
-            self._stub.Open, pb.OpenRequest(path=path, inject_entropy=inject_entropy)
-        )
-        return RecoverableStream(self, opened.session_id, opened.path, 0)
+        opened = self._call(self._stub.Open, pb.OpenRequest(path=path, inject_entropy=inject_entropy))
+        return RecoverableStream(self, StreamState(self.options, opened.session_id, opened.path, 0, 0))
 
     def recover(self, handle: bytes) -> "RecoverableStream":
         """Continues the file of a resume handle at exactly its position;
         bytes written after the handle are discarded."""
-        recovered = self._call(self._stub.Recover, pb.RecoverRequest(handle=bytes(handle)))
-        return RecoverableStream(self, recovered.session_id, recovered.path, recovered.position)
+        r = self._call(self._stub.Recover, pb.RecoverRequest(handle=bytes(handle)))
+        return RecoverableStream(self, StreamState(self.options, r.session_id, r.path, r.position, r.crc32c))
 
     def recover_for_commit(self, handle: bytes) -> "Committer":
         """A committer for a commit (or resume) handle from a checkpoint."""
@@ -206,8 +183,8 @@ class Writer:
         try:
             parts = self._stub.Read(
                 pb.ReadRequest(path=path, offset=offset, length=length),
-                timeout=self.timeout,
-                metadata=self.metadata,
+                timeout=self.options.timeout,
+                metadata=self.options.metadata,
             )
             return b"".join(part.data for part in parts)
         except grpc.RpcError as error:
@@ -234,63 +211,45 @@ class Writer:
     # Calls.
 
     def _call(self, method: Callable[..., T], request: object) -> T:
-        return self._retrying(lambda _attempt: method(request, timeout=self.timeout, metadata=self.metadata))
+        o = self.options
+        return self._retrying(lambda _attempt: method(request, timeout=o.timeout, metadata=o.metadata))
 
-    def _retrying(self, attempt_call: Callable[[int], T]) -> T:
-        """Runs a call, again on UNAVAILABLE while attempts remain."""
+    def _retrying(self, attempt_call: Callable[[int], T], retry_on: Callable[[grpc.RpcError], bool] = unary_retry) -> T:
+        """Runs a call, again while ``retry_on`` says so and attempts remain."""
         attempt = 0
         while True:
             try:
                 return attempt_call(attempt)
             except grpc.RpcError as error:
-                if error.code() == grpc.StatusCode.UNAVAILABLE and attempt + 1 < self.retry.attempts:
-                    time.sleep(self.retry.backoff(attempt))
+                if retry_on(error) and attempt + 1 < self.options.retry.attempts:
+                    time.sleep(self.options.retry.backoff(attempt))
                     attempt += 1
                     continue
                 raise from_rpc_error(error) from None
 
 
-class RecoverableStream:
+class RecoverableStream(StreamBase):
     """A file being written (Flink's ``RecoverableFsDataOutputStream``)."""
 
-    def __init__(self, writer: Writer, session_id: str, path: str, position: int) -> None:
-        self._writer = writer
-        self.session_id = session_id
-        #: The target as the server resolved it (scheme, entropy applied).
-        self.path = path
-        self._acked = position
-        self._pending = bytearray()
-        self._closed = False
-
-    @property
-    def position(self) -> int:
-        """Bytes written so far, sent or not."""
-        return self._acked + len(self._pending)
+    _writer: Writer
 
     def write(self, data: bytes) -> None:
         """Appends ``data``; it is sent once a batch has gathered."""
-        self._check_open()
-        self._pending += data
-        if len(self._pending) >= self._writer.batch_size:
+        if self._state.add(data):
             self.flush()
 
     def flush(self) -> None:
         """Sends everything written and waits until the server has it."""
-        self._check_open()
-        if not self._pending:
-            return
-        data = bytes(self._pending)
-        self._send(data)
-        self._pending.clear()
+        self._state.check_open()
+        if self._state.pending:
+            self._send(self._state.take())
 
     def persist(self) -> bytes:
         """Makes every byte written so far durable; returns the resume
         handle to store in the checkpoint."""
         self.flush()
-        persisted = self._writer._call(
-            self._writer._stub.Persist, pb.PersistRequest(session_id=self.session_id)
-        )
-        self._check_position(persisted.position)
+        persisted = self._writer._call(self._writer._stub.Persist, pb.PersistRequest(session_id=self.session_id))
+        self._state.check(persisted.position, persisted.crc32c, "Persist")
         return persisted.handle
 
     def close_for_commit(self) -> "Committer":
@@ -301,69 +260,50 @@ class RecoverableStream:
             self._writer._stub.CloseForCommit,
             pb.CloseForCommitRequest(session_id=self.session_id),
         )
-        self._check_position(closed.size)
-        self._closed = True
-        return Committer(self._writer, closed.handle)
+        self._state.check(closed.size, closed.crc32c, "CloseForCommit")
+        self._state.closed = True
+        expected = closed.crc32c if self._writer.options.checksums else None
+        return Committer(self._writer, closed.handle, expected)
 
     def abort(self) -> None:
         """Disposes of the stream with no durability promise (Flink's
         ``close()``)."""
-        self._closed = True
-        self._pending.clear()
+        self._state.closed = True
+        self._state.pending.clear()
         self._writer._call(self._writer._stub.Abort, pb.AbortRequest(session_id=self.session_id))
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise FailedPrecondition(f"session {self.session_id} is closed; open or recover a new one")
-
-    def _check_position(self, server: int) -> None:
-        if server != self._acked:
-            raise Internal(
-                f"session {self.session_id}: the server is at byte {server}, this client at {self._acked}"
-            )
-
-    def _messages(self, view: memoryview, offset: int) -> Iterator[pb.WriteRequest]:
-        chunk = self._writer.chunk_size
-        for start in range(0, len(view), chunk):
-            yield pb.WriteRequest(
-                session_id=self.session_id if start == 0 else "",
-                offset=offset + start,
-                data=bytes(view[start : start + chunk]),
-            )
 
     def _send(self, data: bytes) -> None:
         """One Write call for ``data``, sent again from the acknowledged
-        offset while the server answers UNAVAILABLE."""
+        offset while the server answers UNAVAILABLE or DATA_LOSS."""
         view = memoryview(data)
-        offset = self._acked
+        offset = self._state.acked
         end = offset + len(data)
-        writer = self._writer
+        writer, o = self._writer, self._writer.options
         while True:
             position = writer._retrying(
-                lambda _attempt: writer._data_stub.Write(
-                    self._messages(view, offset), timeout=writer.timeout, metadata=writer.metadata
-                ).position
+                lambda _attempt: (
+                    writer._data_stub.Write(
+                        self._state.messages(view, offset), timeout=o.timeout, metadata=o.metadata
+                    ).position
+                ),
+                write_retry,
             )
-            if position == end:
-                self._acked = end
+            rest = self._state.acknowledged(position, offset, end)
+            if rest is None:
                 return
-            if not offset <= position < end:
-                raise Internal(
-                    f"session {self.session_id}: the server acknowledged byte {position}, "
-                    f"this client sent {offset}..{end}"
-                )
             # Part of the batch was taken; send the rest.
-            view = view[position - offset :]
-            offset = position
+            view = view[rest - offset :]
+            offset = rest
 
 
 class Committer:
     """Publishes a file (Flink's ``Committer``). ``handle`` is the commit
     handle to keep in the checkpoint until the commit is done."""
 
-    def __init__(self, writer: Writer, handle: bytes) -> None:
+    def __init__(self, writer: Writer, handle: bytes, crc32c: Optional[int] = None) -> None:
         self._writer = writer
         self.handle = handle
+        self._crc32c = crc32c
 
     def commit(self) -> Committed:
         """Publishes the file; raises AlreadyExists when the target exists."""
@@ -375,12 +315,11 @@ class Committer:
         return self._commit(True)
 
     def _commit(self, after_recovery: bool) -> Committed:
-        writer = self._writer
+        writer, o = self._writer, self._writer.options
 
         def attempt_call(attempt: int) -> pb.CommitResponse:
             # A retry may follow a commit that landed.
             request = pb.CommitRequest(handle=self.handle, after_recovery=after_recovery or attempt > 0)
-            return writer._stub.Commit(request, timeout=writer.timeout, metadata=writer.metadata)
+            return writer._stub.Commit(request, timeout=o.timeout, metadata=o.metadata)
 
-        committed = writer._retrying(attempt_call)
-        return Committed(path=committed.path, size=committed.size)
+        return check_commit(self._crc32c, writer._retrying(attempt_call))

@@ -99,6 +99,14 @@ class DeadlineExceeded(SluiceError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
+class DataLoss(SluiceError):
+    """Bytes were damaged on the way: a ``Write`` message that did not match
+    its CRC32C (sent again while retries remain), or a CRC32C the server
+    answered for the file that is not the one of the bytes written."""
+
+    code = grpc.StatusCode.DATA_LOSS
+
+
 class Internal(SluiceError):
     code = grpc.StatusCode.INTERNAL
 
@@ -121,6 +129,7 @@ _BY_CODE: Dict[grpc.StatusCode, Type[SluiceError]] = {
         Unimplemented,
         Unavailable,
         DeadlineExceeded,
+        DataLoss,
         Internal,
     )
 }

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import socket
 import subprocess
 import tempfile
 import threading
-import time
 from pathlib import Path
 from typing import Iterator, List, Optional
 
@@ -168,6 +166,86 @@ class CutProxy:
 @pytest.fixture
 def proxy(gateway: Gateway) -> Iterator[CutProxy]:
     p = CutProxy(gateway.address)
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+class CorruptProxy:
+    """Forwards a loopback port to the gateway, following the HTTP/2 frames
+    towards it and flipping one byte in the middle of every ``every``-th
+    DATA frame of 1 KiB or more (message data, not a field's tag)."""
+
+    def __init__(self, upstream: str, every: int = 100) -> None:
+        host, port = upstream.rsplit(":", 1)
+        self.upstream = (host, int(port))
+        self.every = every
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self.lock = threading.Lock()
+        self.seen = 0
+        #: Bytes flipped so far.
+        self.flipped = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                inbound, _ = self.listener.accept()
+                outbound = socket.create_connection(self.upstream)
+            except OSError:
+                return
+            threading.Thread(target=self._frames, args=(inbound, outbound), daemon=True).start()
+            threading.Thread(target=self._pump, args=(outbound, inbound), daemon=True).start()
+
+    @staticmethod
+    def _exactly(src: socket.socket, n: int) -> bytes:
+        out = bytearray()
+        while len(out) < n:
+            got = src.recv(n - len(out))
+            if not got:
+                raise OSError("closed")
+            out += got
+        return bytes(out)
+
+    def _frames(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            dst.sendall(self._exactly(src, 24))  # the client preface
+            while True:
+                header = self._exactly(src, 9)
+                length = int.from_bytes(header[:3], "big")
+                payload = bytearray(self._exactly(src, length))
+                if header[3] == 0 and length >= 1024:
+                    with self.lock:
+                        self.seen += 1
+                        if self.seen % self.every == 0:
+                            payload[length // 2] ^= 0x40
+                            self.flipped += 1
+                dst.sendall(header + bytes(payload))
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture
+def corrupting_proxy(gateway: Gateway) -> Iterator[CorruptProxy]:
+    p = CorruptProxy(gateway.address)
     try:
         yield p
     finally:

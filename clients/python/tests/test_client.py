@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 import threading
-import time
 
 import pytest
 
@@ -180,10 +179,7 @@ def test_bearer_token_as_metadata(tmp_path):
     files = (tmp_path / "files").resolve()
     gw = Gateway(
         tmp_path,
-        config=(
-            f"auth.principals.pyjob.token-sha256: {digest}\n"
-            f"auth.principals.pyjob.prefixes: file://{files}/jobs\n"
-        ),
+        config=(f"auth.principals.pyjob.token-sha256: {digest}\nauth.principals.pyjob.prefixes: file://{files}/jobs\n"),
     )
     try:
         with Writer(gw.address) as anonymous:
@@ -199,3 +195,34 @@ def test_bearer_token_as_metadata(tmp_path):
         assert (files / "jobs/part-0").read_bytes() == b"with a token"
     finally:
         gw.kill()
+
+
+def test_damaged_writes_are_caught_and_sent_again(gateway, corrupting_proxy):
+    """Every 100th large HTTP/2 DATA frame towards the gateway has a byte
+    flipped: the damaged messages are refused (DATA_LOSS) and sent again,
+    and the file is exactly the bytes written, with the CRC32C the commit
+    answers. Without checksums, the same damage is published."""
+    data = pattern(8 << 20, 6)
+    retry = RetryPolicy(attempts=50, initial_backoff=0.001, max_backoff=0.02)
+    for checksums, name in ((True, "checked"), (False, "unchecked")):
+        before = corrupting_proxy.flipped
+        with Writer(
+            corrupting_proxy.address,
+            chunk_size=256 << 10,
+            batch_size=1 << 20,
+            retry=retry,
+            checksums=checksums,
+        ) as writer:
+            stream = writer.open(gateway.uri(f"crc/{name}"))
+            for i in range(0, len(data), 1 << 20):
+                stream.write(data[i : i + (1 << 20)])
+                if i % (4 << 20) == 0:
+                    stream.persist()
+            committed = stream.close_for_commit().commit()
+        assert corrupting_proxy.flipped - before >= 3, "the proxy flipped too few bytes"
+        stored = (gateway.files / "crc" / name).read_bytes()
+        if checksums:
+            assert stored == data, "a damaged message was applied"
+            assert committed.crc32c == sluice_client._core.crc32c(data)
+        else:
+            assert len(stored) == len(data) and stored != data

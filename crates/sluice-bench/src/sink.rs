@@ -7,13 +7,15 @@ use super::*;
 /// of what the transport carries.
 #[derive(Default)]
 pub struct Sink {
-    positions: std::sync::Mutex<HashMap<String, u64>>,
+    /// Each session's position and the CRC32C of its bytes, combined from
+    /// the CRC32Cs the messages carry (no pass over the data).
+    positions: std::sync::Mutex<HashMap<String, (u64, u32)>>,
     next: AtomicU64,
     received: AtomicU64,
 }
 
 impl Sink {
-    fn position(&self, id: &str) -> Result<u64, Status> {
+    fn position(&self, id: &str) -> Result<(u64, u32), Status> {
         self.positions
             .lock()
             .unwrap()
@@ -29,7 +31,7 @@ type ReadStream = futures::stream::BoxStream<'static, Result<ReadResponse, Statu
 impl StorageGateway for Sink {
     async fn open(&self, r: Request<OpenRequest>) -> Result<Response<OpenResponse>, Status> {
         let id = format!("sink-{}", self.next.fetch_add(1, Ordering::Relaxed));
-        self.positions.lock().unwrap().insert(id.clone(), 0);
+        self.positions.lock().unwrap().insert(id.clone(), (0, 0));
         Ok(Response::new(OpenResponse {
             session_id: id,
             path: r.into_inner().path,
@@ -49,9 +51,12 @@ impl StorageGateway for Sink {
             end = m.offset + m.data.len() as u64;
             self.received
                 .fetch_add(m.data.len() as u64, Ordering::Relaxed);
-        }
-        if let Some(p) = self.positions.lock().unwrap().get_mut(&id) {
-            *p = (*p).max(end);
+            if let Some((position, crc)) = self.positions.lock().unwrap().get_mut(&id)
+                && m.offset == *position
+            {
+                *crc = crc32c::crc32c_combine(*crc, m.crc32c.unwrap_or(0), m.data.len());
+                *position = end;
+            }
         }
         Ok(Response::new(WriteResponse { position: end }))
     }
@@ -60,10 +65,11 @@ impl StorageGateway for Sink {
         &self,
         r: Request<PersistRequest>,
     ) -> Result<Response<PersistResponse>, Status> {
-        let position = self.position(&r.into_inner().session_id)?;
+        let (position, crc32c) = self.position(&r.into_inner().session_id)?;
         Ok(Response::new(PersistResponse {
             handle: b"sink".to_vec(),
             position,
+            crc32c,
         }))
     }
 
@@ -79,16 +85,26 @@ impl StorageGateway for Sink {
         r: Request<CloseForCommitRequest>,
     ) -> Result<Response<CloseForCommitResponse>, Status> {
         let id = r.into_inner().session_id;
-        let size = self.position(&id)?;
+        let (size, crc32c) = self.position(&id)?;
         self.positions.lock().unwrap().remove(&id);
         Ok(Response::new(CloseForCommitResponse {
-            handle: b"sink".to_vec(),
+            // The commit answers the file's CRC32C, as sluice does.
+            handle: crc32c.to_be_bytes().to_vec(),
             size,
+            crc32c,
         }))
     }
 
-    async fn commit(&self, _: Request<CommitRequest>) -> Result<Response<CommitResponse>, Status> {
-        Ok(Response::new(CommitResponse::default()))
+    async fn commit(&self, r: Request<CommitRequest>) -> Result<Response<CommitResponse>, Status> {
+        let handle = r.into_inner().handle;
+        let crc32c = handle
+            .try_into()
+            .map(u32::from_be_bytes)
+            .map_err(|_| Status::invalid_argument("not a handle of the sink"))?;
+        Ok(Response::new(CommitResponse {
+            crc32c,
+            ..Default::default()
+        }))
     }
 
     async fn cleanup(

@@ -119,6 +119,11 @@ pub struct ClientOptions {
     pub bearer_token: Option<String>,
     /// TLS (with `identity` for mutual TLS); the endpoint is `https://`.
     pub tls: Option<tonic::transport::ClientTlsConfig>,
+    /// CRC32C on every `Write` message (the server refuses a damaged one
+    /// with `DATA_LOSS`, and it is sent again), and the file's CRC32C that
+    /// `Persist`, `CloseForCommit` and `Commit` answer checked against the
+    /// bytes written. On by default.
+    pub checksums: bool,
 }
 
 impl Default for ClientOptions {
@@ -129,6 +134,7 @@ impl Default for ClientOptions {
             retry: Retry::default(),
             bearer_token: None,
             tls: None,
+            checksums: true,
         }
     }
 }
@@ -279,7 +285,7 @@ impl Client {
                 .await
             })
             .await?;
-        Ok(self.stream(opened.session_id, opened.path, 0))
+        Ok(self.stream(opened.session_id, opened.path, 0, 0))
     }
 
     /// Reopens the file of `handle` at exactly its position; bytes written
@@ -291,7 +297,12 @@ impl Client {
                 async move { grpc.recover(RecoverRequest { handle }).await }
             })
             .await?;
-        Ok(self.stream(recovered.session_id, recovered.path, recovered.position))
+        Ok(self.stream(
+            recovered.session_id,
+            recovered.path,
+            recovered.position,
+            recovered.crc32c,
+        ))
     }
 
     /// A committer for a handle restored from a checkpoint (Flink's
@@ -300,6 +311,7 @@ impl Client {
         Committer {
             client: self.clone(),
             handle: handle.into(),
+            crc32c: None,
         }
     }
 
@@ -344,11 +356,18 @@ impl Client {
         Ok(out)
     }
 
-    fn stream(&self, session_id: String, path: String, position: u64) -> RecoverableStream {
+    fn stream(
+        &self,
+        session_id: String,
+        path: String,
+        position: u64,
+        crc32c: u32,
+    ) -> RecoverableStream {
         RecoverableStream {
             client: self.clone(),
             session_id,
             path,
+            crc32c,
             acked: position,
             sent: VecDeque::new(),
             sent_len: 0,

@@ -15,6 +15,8 @@ pub struct RecoverableStream {
     pub(crate) client: Client,
     pub(crate) session_id: String,
     pub(crate) path: String,
+    /// CRC32C of every byte written so far, sent or not.
+    pub(crate) crc32c: u32,
     /// Position the server acknowledged.
     pub(crate) acked: u64,
     /// Sent since `acked`, in order; kept for a retry.
@@ -40,8 +42,20 @@ impl RecoverableStream {
         self.acked + self.sent_len + self.pending.len() as u64
     }
 
+    /// CRC32C of the bytes written so far (all of them, sent or not).
+    pub fn crc32c(&self) -> u32 {
+        self.crc32c
+    }
+
     /// Appends `data`; it is sent once a message's worth has gathered.
     pub async fn write(&mut self, data: &[u8]) -> Result<()> {
+        if self.client.options.checksums {
+            self.crc32c = crc32c::crc32c_append(self.crc32c, data);
+        }
+        self.buffer(data).await
+    }
+
+    async fn buffer(&mut self, data: &[u8]) -> Result<()> {
         let chunk = self.client.options.chunk_size;
         let mut data = data;
         while !data.is_empty() {
@@ -58,15 +72,18 @@ impl RecoverableStream {
 
     /// Appends `data` without copying it when nothing is buffered.
     pub async fn write_bytes(&mut self, mut data: Bytes) -> Result<()> {
+        if self.client.options.checksums {
+            self.crc32c = crc32c::crc32c_append(self.crc32c, &data);
+        }
         if !self.pending.is_empty() {
             let fill = (self.client.options.chunk_size - self.pending.len()).min(data.len());
-            self.write(&data.split_to(fill)).await?;
+            self.buffer(&data.split_to(fill)).await?;
         }
         let chunk = self.client.options.chunk_size;
         while data.len() >= chunk {
             self.send(data.split_to(chunk)).await?;
         }
-        self.write(&data).await
+        self.buffer(&data).await
     }
 
     /// Sends everything written and waits until the server has it.
@@ -91,6 +108,7 @@ impl RecoverableStream {
             })
             .await?;
         self.check_position(persisted.position)?;
+        self.check_crc32c(persisted.crc32c, "Persist")?;
         Ok(ResumeHandle(persisted.handle))
     }
 
@@ -110,7 +128,12 @@ impl RecoverableStream {
             })
             .await?;
         self.check_position(closed.size)?;
-        Ok(self.client.committer(CommitHandle(closed.handle)))
+        self.check_crc32c(closed.crc32c, "CloseForCommit")?;
+        let mut committer = self.client.committer(CommitHandle(closed.handle));
+        if self.client.options.checksums {
+            committer.crc32c = Some(closed.crc32c);
+        }
+        Ok(committer)
     }
 
     /// Disposes of the stream with no durability promise (Flink's
@@ -138,6 +161,27 @@ impl RecoverableStream {
             self.session_id, self.acked
         ))
         .into())
+    }
+
+    /// The server's CRC32C of the file must be the bytes this client wrote.
+    fn check_crc32c(&self, server: u32, call: &str) -> Result<()> {
+        if !self.client.options.checksums || server == self.crc32c {
+            return Ok(());
+        }
+        Err(Status::data_loss(format!(
+            "session {}: {call} answered CRC32C {server:#010x} for the file's {} bytes, but the bytes this client wrote have {:#010x}",
+            self.session_id, self.acked, self.crc32c
+        ))
+        .into())
+    }
+
+    fn message(&self, session_id: String, offset: u64, data: Bytes) -> WriteRequest {
+        WriteRequest {
+            session_id,
+            offset,
+            crc32c: self.client.options.checksums.then(|| crc32c::crc32c(&data)),
+            data,
+        }
     }
 
     fn start_call(&mut self) -> &mut Call {
@@ -168,19 +212,16 @@ impl RecoverableStream {
         let offset = self.acked + self.sent_len;
         self.sent_len += data.len() as u64;
         self.sent.push_back(data.clone());
-        let session_id = self.session_id.clone();
+        let first = self.call.as_ref().is_none_or(|call| call.first);
+        let session_id = if first {
+            self.session_id.clone()
+        } else {
+            String::new()
+        };
+        let message = self.message(session_id, offset, data);
         let call = match self.call {
             Some(ref mut call) => call,
             None => self.start_call(),
-        };
-        let message = WriteRequest {
-            session_id: if call.first {
-                session_id
-            } else {
-                String::new()
-            },
-            offset,
-            data,
         };
         call.first = false;
         if call.tx.send(message).await.is_err() {
@@ -219,7 +260,12 @@ impl RecoverableStream {
                         return Ok(());
                     }
                 }
-                Err(status) if retryable(&status) && attempt + 1 < retry.attempts => {
+                // DATA_LOSS: a message was damaged on the way and nothing
+                // of it applied; the unacknowledged bytes go again.
+                Err(status)
+                    if (retryable(&status) || status.code() == Code::DataLoss)
+                        && attempt + 1 < retry.attempts =>
+                {
                     tokio::time::sleep(retry.backoff(attempt)).await;
                     attempt += 1;
                 }
@@ -261,15 +307,12 @@ impl RecoverableStream {
         let (tx, rx) = mpsc::channel(self.sent.len().max(1));
         let mut offset = self.acked;
         for (i, data) in self.sent.iter().enumerate() {
-            let message = WriteRequest {
-                session_id: if i == 0 {
-                    self.session_id.clone()
-                } else {
-                    String::new()
-                },
-                offset,
-                data: data.clone(),
+            let session_id = if i == 0 {
+                self.session_id.clone()
+            } else {
+                String::new()
             };
+            let message = self.message(session_id, offset, data.clone());
             offset += data.len() as u64;
             tx.try_send(message)
                 .expect("the channel has room for every chunk");
@@ -287,6 +330,9 @@ impl RecoverableStream {
 pub struct Committer {
     pub(crate) client: Client,
     pub(crate) handle: CommitHandle,
+    /// The file's CRC32C as CloseForCommit answered it, which Commit's
+    /// answer must repeat.
+    pub(crate) crc32c: Option<u32>,
 }
 
 /// Where a commit landed.
@@ -294,6 +340,8 @@ pub struct Committer {
 pub struct Committed {
     pub path: String,
     pub size: u64,
+    /// CRC32C of the published file.
+    pub crc32c: u32,
 }
 
 impl Committer {
@@ -328,9 +376,19 @@ impl Committer {
                 }
             })
             .await?;
+        if let Some(crc) = self.crc32c
+            && crc != committed.crc32c
+        {
+            return Err(Status::data_loss(format!(
+                "Commit of {} answered CRC32C {:#010x}, CloseForCommit {crc:#010x}",
+                committed.path, committed.crc32c
+            ))
+            .into());
+        }
         Ok(Committed {
             path: committed.path,
             size: committed.size,
+            crc32c: committed.crc32c,
         })
     }
 }

@@ -29,7 +29,7 @@ use object_store::{
 };
 
 use super::json::{COMPOSE_MAX_SOURCES, GcsClient, Object};
-use crate::backend::object::{JoinParts, StoredCrc32c};
+use crate::backend::object::{JoinParts, PublishedCrc32c, StoredCrc32c};
 
 /// Composes of intermediate objects in flight at once.
 const COMPOSES_IN_FLIGHT: usize = 8;
@@ -171,11 +171,16 @@ fn object_meta(object: &Object) -> ObjectMeta {
     }
 }
 
+/// What a write made, with the CRC32C GCS computed for it.
 fn put_result(object: &Object) -> PutResult {
+    let mut extensions = object_store::Extensions::new();
+    if let Some(crc) = object.crc32c() {
+        extensions.insert(PublishedCrc32c(crc));
+    }
     PutResult {
         e_tag: object.etag.clone(),
         version: object.generation.map(|g| g.to_string()),
-        extensions: Default::default(),
+        extensions,
     }
 }
 

@@ -74,6 +74,11 @@ pub trait JoinParts: Send + Sync {
     ) -> object_store::Result<PartId>;
 }
 
+/// The CRC32C a store computed for the object a write made, as its
+/// answer to that write gave it (in `PutResult::extensions`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishedCrc32c(pub u32);
+
 /// A store that keeps a CRC32C of each object's bytes.
 #[async_trait]
 pub trait StoredCrc32c: Send + Sync {
@@ -227,7 +232,7 @@ impl Stager for ObjectBackend {
                 .await;
             match created {
                 Err(object_store::Error::AlreadyExists { .. }) => Err(Exists { conflict: false }),
-                other => Ok(other.map(drop)),
+                other => Ok(other),
             }
         } else {
             let span = tracing::info_span!("complete_multipart", parts = parts.len());
@@ -242,11 +247,24 @@ impl Stager for ObjectBackend {
                 Err(object_store::Error::NotFound { .. })
                 | Err(object_store::Error::Precondition { .. }) => Err(Exists { conflict: false }),
                 Err(object_store::Error::AlreadyExists { .. }) => Err(Exists { conflict: true }),
-                other => Ok(other.map(drop)),
+                other => Ok(other),
             }
         };
         match published {
-            Ok(result) => result.map_err(|e| upload_error(e, target))?,
+            Ok(result) => {
+                let put = result.map_err(|e| upload_error(e, target))?;
+                // The store's own CRC32C of what it published (GCS), as its
+                // answer gave it, must be the handle's: the end of the
+                // checksum chain from the client's Write messages.
+                if let Some(PublishedCrc32c(stored)) = put.extensions.get::<PublishedCrc32c>()
+                    && *stored != point.crc32c
+                {
+                    return Err(Error::DataLoss(format!(
+                        "{target} was published with CRC32C {stored:#010x}, not the handle's {:#010x}: the store holds other bytes than were written; its staging is kept for inspection",
+                        point.crc32c
+                    )));
+                }
+            }
             Err(Exists { conflict }) => {
                 // The upload is gone or the target appeared meanwhile: a
                 // commit that already happened, or someone else's file.

@@ -50,6 +50,7 @@ pub async fn run_all(t: &Target) {
         commit_of_handle_cut_off_by_recovery_is_refused,
         offsets_make_writes_idempotent,
         offset_gap_is_out_of_range,
+        damaged_messages_are_data_loss_and_crc32c_is_answered,
         many_chunks_in_one_call_and_across_calls,
         unknown_session_is_not_found,
         aborted_session_refuses_write_and_persist,

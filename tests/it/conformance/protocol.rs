@@ -2,6 +2,9 @@
 //! handles and the status codes of 1.3.
 
 use super::*;
+use sluice::proto::{
+    CloseForCommitRequest, CommitRequest, PersistRequest, RecoverRequest, WriteRequest,
+};
 
 pub async fn offsets_make_writes_idempotent(t: &Target) {
     let c = &mut t.client.clone();
@@ -18,6 +21,91 @@ pub async fn offsets_make_writes_idempotent(t: &Target) {
     assert_eq!(size, 9);
     commit(c, &h, false).await.unwrap();
     assert_eq!(committed(t, "offsets").await, b"abcdefGHI");
+}
+
+/// A Write message whose CRC32C is not its data's is DATA_LOSS and
+/// applies nothing, wherever it falls in a call; the session goes on, and
+/// Persist, Recover, CloseForCommit and Commit answer the file's CRC32C.
+pub async fn damaged_messages_are_data_loss_and_crc32c_is_answered(t: &Target) {
+    let c = &mut t.client.clone();
+    let sid = open(c, &t.uri("crc")).await.unwrap();
+    let message = |offset: u64, data: &[u8], crc: u32| WriteRequest {
+        session_id: sid.clone(),
+        offset,
+        data: bytes::Bytes::copy_from_slice(data),
+        crc32c: Some(crc),
+    };
+    let good = crc32c::crc32c(b"abc");
+    let msg = expect_code(
+        c.write(tokio_stream::iter(vec![message(0, b"abc", good ^ 1)]))
+            .await
+            .map(|r| r.into_inner().position),
+        Code::DataLoss,
+    );
+    assert!(
+        msg.contains("offset 0") && msg.contains("send it again"),
+        "{msg}"
+    );
+    // The second message of a call is damaged: the first is applied.
+    expect_code(
+        c.write(tokio_stream::iter(vec![
+            message(0, b"abc", good),
+            message(3, b"def", 7),
+        ]))
+        .await
+        .map(|r| r.into_inner().position),
+        Code::DataLoss,
+    );
+    assert_eq!(write_at(c, &sid, 3, b"def").await.unwrap(), 6);
+    let persisted = c
+        .persist(PersistRequest {
+            session_id: sid.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(persisted.crc32c, crc32c::crc32c(b"abcdef"));
+    abort(c, &sid).await.unwrap();
+    let recovered = c
+        .recover(RecoverRequest {
+            handle: persisted.handle,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (recovered.position, recovered.crc32c),
+        (6, persisted.crc32c)
+    );
+    write_at(c, &recovered.session_id, 6, b"ghi").await.unwrap();
+    let closed = c
+        .close_for_commit(CloseForCommitRequest {
+            session_id: recovered.session_id,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(closed.crc32c, crc32c::crc32c(b"abcdefghi"));
+    let published = c
+        .commit(CommitRequest {
+            handle: closed.handle.clone(),
+            after_recovery: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(published.crc32c, closed.crc32c);
+    assert_eq!(committed(t, "crc").await, b"abcdefghi");
+    // A commit recognised after the fact answers it too.
+    let again = c
+        .commit(CommitRequest {
+            handle: closed.handle,
+            after_recovery: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.crc32c, closed.crc32c);
 }
 
 pub async fn offset_gap_is_out_of_range(t: &Target) {
@@ -291,6 +379,7 @@ pub async fn concurrent_write_on_one_session_is_aborted(t: &Target) {
             .map(|r| r.into_inner().position)
     });
     tx.send(sluice::proto::WriteRequest {
+        crc32c: None,
         session_id: sid.clone(),
         offset: 0,
         data: bytes::Bytes::from_static(D1),

@@ -76,6 +76,7 @@ async fn bearer_tokens_map_to_principals_with_prefixes_and_session_caps() {
     let write_as = |token: &'static str, sid: &str, offset: u64, data: &'static [u8]| {
         let mut c = base.clone();
         let msg = WriteRequest {
+            crc32c: None,
             session_id: sid.to_string(),
             offset,
             data: bytes::Bytes::from_static(data),
