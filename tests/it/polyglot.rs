@@ -1,7 +1,7 @@
 //! The clients of other languages, and the exactly-once proof, run from
-//! the test suite: the Python client's own pytest suite, the crash harness
-//! of `examples/exactly_once` on file:// and s3:// (with two replicas), and
-//! the Node example.
+//! the test suite: the Python client's own pytest suite, the Go client's
+//! `go vet` and `go test`, the crash harness of `examples/exactly_once` on
+//! file://, s3:// and gs:// (with two replicas), and the Node example.
 
 use std::path::Path;
 use std::process::Command;
@@ -45,6 +45,56 @@ fn python_client_tests_pass() {
     );
     assert!(out.contains(" passed"), "{out}");
     assert!(!out.contains("skipped"), "{out}");
+}
+
+/// The Go client: gofmt and go vet clean, and its own tests against the
+/// gateway binary (real gateways on loopback, cut and corrupting proxies,
+/// TLS, the stub drift check with the protoc this crate builds with, the
+/// README's Go example run as written, the worked consumer killed
+/// mid-stream). Go modules go to `target/emulators/go-mod`.
+#[test]
+fn go_client_tests_pass() {
+    let dir = repo().join("clients/go");
+    let go = |args: &[&str]| {
+        let mut cmd = Command::new("go");
+        cmd.args(args)
+            .current_dir(&dir)
+            .env("GOMODCACHE", repo().join("target/emulators/go-mod"))
+            .env("GOFLAGS", "-modcacherw")
+            .env("SLUICE_BIN", env!("CARGO_BIN_EXE_sluice"))
+            .env("PROTOC", protoc_bin_vendored::protoc_bin_path().unwrap());
+        cmd
+    };
+    let unformatted = run_ok(
+        Command::new("gofmt").args(["-l", "."]).current_dir(&dir),
+        "gofmt -l",
+    );
+    assert!(
+        unformatted.trim().is_empty(),
+        "gofmt would change: {unformatted}"
+    );
+    run_ok(&mut go(&["vet", "./..."]), "go vet ./...");
+    let out = run_ok(
+        &mut go(&["test", "-count=1", "-v", "./..."]),
+        "go test ./...",
+    );
+    assert!(
+        out.contains("ok  \tgithub.com/sluice-gateway/sluice/clients/go"),
+        "{out}"
+    );
+    assert!(!out.contains("--- SKIP"), "{out}");
+    for test in [
+        "TestCutConnectionsAreRetriedWithoutDuplicates",
+        "TestDamagedWritesAreCaughtAndSentAgain",
+        "TestStubsMatchTheProto",
+        "TestReadmeExampleRunsAsWritten",
+        "TestConsumerExampleResumesExactlyOnce",
+    ] {
+        assert!(
+            out.contains(&format!("--- PASS: {test}")),
+            "{test} did not pass:\n{out}"
+        );
+    }
 }
 
 /// The crash harness's summary, as JSON.
