@@ -163,32 +163,6 @@ pub fn python_with_client() -> PathBuf {
     venv().join("bin/python")
 }
 
-/// `node_modules` with the Node example's dependencies (the versions of
-/// `clients/node/package.json`), installed once.
-pub fn node_client_modules() -> PathBuf {
-    install();
-    let dir = root().join("node-client");
-    let lock = File::create(root().join(".node-client.lock")).unwrap();
-    lock.lock().unwrap();
-    let manifest = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/node/package.json"),
-    )
-    .unwrap();
-    let stamp = dir.join(".installed");
-    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(manifest.as_str()) {
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("package.json"), &manifest).unwrap();
-        run(
-            Command::new("npm")
-                .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
-                .arg(&dir),
-            "npm install of the Node example's dependencies",
-        );
-        std::fs::write(&stamp, manifest).unwrap();
-    }
-    dir.join("node_modules")
-}
-
 /// Debian's `prometheus` package (it ships `promtool`), unpacked into
 /// `target/emulators/prometheus` with `apt-get download` and `dpkg -x`:
 /// no root and nothing installed system-wide. Returns its `usr/bin`.
