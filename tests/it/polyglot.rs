@@ -8,7 +8,6 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::emulators::{Emulator, python_with_client};
-use crate::restart::Gateway;
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
