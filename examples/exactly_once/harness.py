@@ -229,6 +229,7 @@ class Harness:
         self.logs = self.work / "logs"
         self.logs.mkdir()
         self.backend = Backend(args, self.work)
+        self.program = self.job_program()
         key = secrets.token_hex(32)
         config = self.backend.config + f"handle.signing.key: {key}\n"
         # Replicas share the backend and the signing key, not their sled.
@@ -251,11 +252,26 @@ class Harness:
         if not self.args.quiet:
             print(f"\r{text:<78}", end="", file=sys.stderr, flush=True)
 
+    def job_program(self) -> List[str]:
+        """The job in the language asked for: job.py, or its ports in the Go
+        and TypeScript clients (built here once)."""
+        clients = HERE.parent.parent / "clients"
+        if self.args.job == "python":
+            return [sys.executable, str(HERE / "job.py")]
+        if self.args.job == "go":
+            binary = self.work / "job-go"
+            if not binary.exists():
+                subprocess.run(["go", "build", "-o", str(binary), "./examples/job"], cwd=clients / "go", check=True)
+            return [str(binary)]
+        script = clients / "node" / "dist" / "examples" / "job.js"
+        if not script.exists():
+            raise SystemExit(f"{script} is missing: run `npm ci && npm run build` in clients/node first")
+        return ["node", str(script)]
+
     def job_command(self, gateway: Gateway, crash: Optional[str]) -> List[str]:
         a = self.args
         cmd = [
-            sys.executable,
-            str(HERE / "job.py"),
+            *self.program,
             "--gateway",
             gateway.address,
             "--out",
@@ -433,6 +449,7 @@ class Harness:
         self.progress("")
         summary = {
             "backend": self.backend.kind,
+            "job": self.args.job,
             "replicas": self.args.replicas,
             "records": self.args.records,
             "crashes": self.crashes(),
@@ -503,6 +520,12 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sluice", required=True, help="the sluice binary")
     p.add_argument("--backend", choices=["file", "s3", "gs"], default="file")
+    p.add_argument(
+        "--job",
+        choices=["python", "go", "ts"],
+        default="python",
+        help="the job's language: job.py, clients/go/examples/job, or clients/node/examples/job.ts (built)",
+    )
     p.add_argument("--s3-endpoint", help="S3 endpoint (e.g. moto_server) for --backend s3")
     p.add_argument("--gs-endpoint", help="GCS JSON API endpoint (e.g. fake-gcs-server) for --backend gs")
     p.add_argument("--bucket", default="jobs", help="an existing bucket for --backend s3 or gs")
@@ -531,7 +554,10 @@ def main() -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        print(f"exactly-once on {summary['backend']}:// with {summary['replicas']} replica(s), seed {args.seed}")
+        print(
+            f"exactly-once on {summary['backend']}:// with {summary['replicas']} replica(s), "
+            f"the {summary['job']} job, seed {args.seed}"
+        )
         print(
             f"  {summary['crashes']} crashes in {summary['job_runs']} job runs, "
             f"{summary['gateway_starts']} gateway starts, {summary['seconds']} s"

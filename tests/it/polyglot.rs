@@ -99,6 +99,10 @@ fn go_client_tests_pass() {
 
 /// The crash harness's summary, as JSON.
 fn harness(args: &[&str]) -> serde_json::Value {
+    harness_with(args, &[])
+}
+
+fn harness_with(args: &[&str], env: &[(&str, std::path::PathBuf)]) -> serde_json::Value {
     let python = python_with_client();
     let out = run_ok(
         Command::new(&python)
@@ -109,7 +113,8 @@ fn harness(args: &[&str]) -> serde_json::Value {
                 "--json",
                 "--quiet",
             ])
-            .args(args),
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (*k, v))),
         "examples/exactly_once/harness.py",
     );
     let summary: serde_json::Value = serde_json::from_str(&out).expect("the harness prints JSON");
@@ -180,6 +185,49 @@ fn exactly_once_under_crashes_across_two_replicas_on_gs() {
     );
 }
 
+/// The crash harness with the job written in Go (clients/go/examples/job)
+/// and in TypeScript (clients/node/examples/job.ts), across two replicas:
+/// each language's verifier counts lost 0, duplicated 0.
+#[test]
+fn exactly_once_with_the_go_job() {
+    let summary = harness_with(
+        &[
+            "--job",
+            "go",
+            "--backend",
+            "file",
+            "--replicas",
+            "2",
+            "--crashes",
+            "12",
+        ],
+        &[
+            ("GOMODCACHE", repo().join("target/emulators/go-mod")),
+            ("GOFLAGS", "-modcacherw".into()),
+        ],
+    );
+    assert_eq!(summary["job"], "go");
+}
+
+#[test]
+fn exactly_once_with_the_typescript_job() {
+    let _built = node_client_built();
+    let summary = harness_with(
+        &[
+            "--job",
+            "ts",
+            "--backend",
+            "file",
+            "--replicas",
+            "2",
+            "--crashes",
+            "12",
+        ],
+        &[],
+    );
+    assert_eq!(summary["job"], "ts");
+}
+
 #[test]
 fn exactly_once_across_two_replicas_on_file() {
     let summary = harness(&["--backend", "file", "--replicas", "2", "--crashes", "12"]);
@@ -189,6 +237,33 @@ fn exactly_once_across_two_replicas_on_file() {
     );
 }
 
+fn npm(args: &[&str]) -> Command {
+    let mut cmd = Command::new("npm");
+    cmd.args(args)
+        .current_dir(repo().join("clients/node"))
+        .env("SLUICE_BIN", env!("CARGO_BIN_EXE_sluice"));
+    cmd
+}
+
+/// `clients/node` installed from its lock file (when its node_modules is
+/// older than the lock) and built; the returned lock keeps other tests
+/// from rebuilding it meanwhile.
+fn node_client_built() -> std::fs::File {
+    let lock = std::fs::File::create(repo().join("target/.node-client.lock")).unwrap();
+    lock.lock().unwrap();
+    let dir = repo().join("clients/node");
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let installed = modified(&dir.join("node_modules/.package-lock.json"));
+    if installed.is_none() || installed < modified(&dir.join("package-lock.json")) {
+        run_ok(
+            &mut npm(&["ci", "--no-audit", "--no-fund", "--ignore-scripts"]),
+            "npm ci in clients/node",
+        );
+    }
+    run_ok(&mut npm(&["run", "build"]), "npm run build");
+    lock
+}
+
 /// The TypeScript client: installed from its lock file into
 /// `clients/node/node_modules`, built (types generated from `proto/`),
 /// type-checked and prettier-clean, and its node:test suite run against
@@ -196,21 +271,7 @@ fn exactly_once_across_two_replicas_on_file() {
 /// README's example as written).
 #[test]
 fn node_client_tests_pass() {
-    let dir = repo().join("clients/node");
-    let npm = |args: &[&str]| {
-        let mut cmd = Command::new("npm");
-        cmd.args(args)
-            .current_dir(&dir)
-            .env("SLUICE_BIN", env!("CARGO_BIN_EXE_sluice"));
-        cmd
-    };
-    let lock = std::fs::File::create(repo().join("target/.node-client.lock")).unwrap();
-    lock.lock().unwrap();
-    run_ok(
-        &mut npm(&["ci", "--no-audit", "--no-fund", "--ignore-scripts"]),
-        "npm ci in clients/node",
-    );
-    run_ok(&mut npm(&["run", "build"]), "npm run build");
+    let _built = node_client_built();
     run_ok(&mut npm(&["run", "lint"]), "npm run lint");
     let out = run_ok(&mut npm(&["test"]), "npm test");
     assert!(out.contains("# fail 0"), "{out}");

@@ -280,6 +280,8 @@ export class RecoverableStream extends Writable {
   private pending: Buffer[] = [];
   private pendingLength = 0;
   private sessionClosed = false;
+  /** The error that ended the stream, which persist and the rest then report. */
+  private failure?: Error;
 
   /** @internal */
   constructor(writer: Writer, sessionId: string, path: string, position: number, crc: number) {
@@ -289,6 +291,12 @@ export class RecoverableStream extends Writable {
     this.path = path;
     this.acked = position;
     this.crc = crc;
+    // A failed write ends the stream; its error is kept for the next
+    // flush, persist or closeForCommit to report (typed), rather than left
+    // to crash a process that listens to none.
+    this.on('error', (error: Error) => {
+      this.failure ??= error;
+    });
   }
 
   /** Bytes written so far and processed by the stream, sent or not. */
@@ -322,10 +330,11 @@ export class RecoverableStream extends Writable {
 
   /** Sends everything written and waits until the gateway has it. */
   async flush(): Promise<void> {
+    if (this.failure) throw this.failure;
     if (!this.writableEnded) {
       // An empty write's callback runs once every earlier write is processed.
       await new Promise<void>((resolve, reject) => {
-        this.write(Buffer.alloc(0), (error) => (error ? reject(error) : resolve()));
+        this.write(Buffer.alloc(0), (error) => (error ? reject(this.failure ?? error) : resolve()));
       });
     } else if (!this.writableFinished) {
       // end() was called (by pipeline(), say): _final sends the rest.

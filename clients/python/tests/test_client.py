@@ -164,11 +164,15 @@ def test_unavailable_after_retries_is_typed():
             writer.open("file:///tmp/x")
 
 
-def test_readme_quickstart_runs_as_written(gateway, capsys):
+def test_readme_examples_run_as_written(gateway, capsys):
+    """Both Python blocks of the README: the synchronous client and its
+    asyncio twin."""
     readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
-    block = readme.split("```python\n", 1)[1].split("```", 1)[0]
-    exec(compile(block.replace("127.0.0.1:50051", gateway.address), "README.md", "exec"), {})
-    assert capsys.readouterr().out == "first record\nsecond record\n"
+    blocks = [part.split("```", 1)[0] for part in readme.split("```python\n")[1:]]
+    assert len(blocks) == 2, "the README has a synchronous and an asyncio example"
+    for block in blocks:
+        exec(compile(block.replace("127.0.0.1:50051", gateway.address), "README.md", "exec"), {})
+        assert capsys.readouterr().out == "first record\nsecond record\n"
 
 
 def test_bearer_token_as_metadata(tmp_path):
