@@ -97,6 +97,60 @@ fn go_client_tests_pass() {
     }
 }
 
+/// The Java client and the Flink plugin (clients/java, Maven, artifacts in
+/// `target/emulators/m2`): the client's tests against real gateways, and
+/// Flink's own `AbstractRecoverableWriterTest` (from flink-core's test jar)
+/// on file://, memory:// and s3:// (moto) through the plugin, with the
+/// cases that cannot pass named by `@Disabled` with their reason; then the
+/// plugin's shaded jar is packaged.
+#[test]
+fn java_client_and_flink_plugin_tests_pass() {
+    let moto = Emulator::moto(None);
+    let dir = repo().join("clients/java");
+    let out = run_ok(
+        Command::new("mvn")
+            .args(["-B", "-ntp", "verify"])
+            .arg(format!(
+                "-Dmaven.repo.local={}",
+                repo().join("target/emulators/m2").display()
+            ))
+            .current_dir(&dir)
+            .env("SLUICE_BIN", env!("CARGO_BIN_EXE_sluice"))
+            .env("SLUICE_TEST_S3_ENDPOINT", moto.url()),
+        "mvn verify in clients/java",
+    );
+    assert!(out.contains("BUILD SUCCESS"), "{out}");
+    let report = |module: &str, class: &str| {
+        let file = dir
+            .join(module)
+            .join("target/surefire-reports")
+            .join(format!("{class}.txt"));
+        std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+    };
+    for scheme in ["File", "Memory", "S3"] {
+        let class = format!("org.apache.flink.core.fs.Sluice{scheme}RecoverableWriterTest");
+        let text = report("flink-fs-sluice", &class);
+        assert!(
+            text.contains("Tests run: 11, Failures: 0, Errors: 0, Skipped: 4,"),
+            "Flink's RecoverableWriter suite on {scheme}:\n{text}"
+        );
+    }
+    let points = report("flink-fs-sluice", "dev.sluice.flink.RecoveryPointsTest");
+    assert!(
+        points.contains("Tests run: 4, Failures: 0, Errors: 0, Skipped: 0"),
+        "{points}"
+    );
+    let client = report("sluice-client", "dev.sluice.client.SluiceClientTest");
+    assert!(
+        client.contains("Tests run: 6, Failures: 0, Errors: 0, Skipped: 0"),
+        "{client}"
+    );
+    assert!(
+        dir.join("flink-fs-sluice/target/flink-fs-sluice-0.1.0.jar")
+            .exists()
+    );
+}
+
 /// The crash harness's summary, as JSON.
 fn harness(args: &[&str]) -> serde_json::Value {
     harness_with(args, &[])

@@ -1946,7 +1946,8 @@ const file_sluice_v1_gateway_proto_rawDesc = "" +
 	"\x06Delete\x12\x18.sluice.v1.DeleteRequest\x1a\x19.sluice.v1.DeleteResponse\x12=\n" +
 	"\x06Mkdirs\x12\x18.sluice.v1.MkdirsRequest\x1a\x19.sluice.v1.MkdirsResponse\x12=\n" +
 	"\x06Rename\x12\x18.sluice.v1.RenameRequest\x1a\x19.sluice.v1.RenameResponse\x12=\n" +
-	"\x06Exists\x12\x18.sluice.v1.ExistsRequest\x1a\x19.sluice.v1.ExistsResponseb\x06proto3"
+	"\x06Exists\x12\x18.sluice.v1.ExistsRequest\x1a\x19.sluice.v1.ExistsResponseB%\n" +
+	"\x13dev.sluice.proto.v1B\fGatewayProtoP\x01b\x06proto3"
 
 var (
 	file_sluice_v1_gateway_proto_rawDescOnce sync.Once
