@@ -98,11 +98,13 @@ fn go_client_tests_pass() {
 }
 
 /// The Java client and the Flink plugin (clients/java, Maven, artifacts in
-/// `target/emulators/m2`): the client's tests against real gateways, and
+/// `target/emulators/m2`): the client's tests against real gateways;
 /// Flink's own `AbstractRecoverableWriterTest` (from flink-core's test jar)
 /// on file://, memory:// and s3:// (moto) through the plugin, with the
-/// cases that cannot pass named by `@Disabled` with their reason; then the
-/// plugin's shaded jar is packaged.
+/// cases that cannot pass named by `@Disabled` with their reason; a
+/// MiniCluster job with FileSink on s3:// through the plugin, with task
+/// failures and the gateway killed with -9 mid-run, every record once;
+/// then the plugin's shaded jar is packaged.
 #[test]
 fn java_client_and_flink_plugin_tests_pass() {
     let moto = Emulator::moto(None);
@@ -135,6 +137,11 @@ fn java_client_and_flink_plugin_tests_pass() {
             "Flink's RecoverableWriter suite on {scheme}:\n{text}"
         );
     }
+    let job = report("flink-fs-sluice", "dev.sluice.flink.FileSinkJobTest");
+    assert!(
+        job.contains("Tests run: 1, Failures: 0, Errors: 0, Skipped: 0"),
+        "{job}"
+    );
     let points = report("flink-fs-sluice", "dev.sluice.flink.RecoveryPointsTest");
     assert!(
         points.contains("Tests run: 4, Failures: 0, Errors: 0, Skipped: 0"),
