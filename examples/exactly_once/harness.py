@@ -17,6 +17,8 @@ sessions left, and a verifier checks that:
         --s3-endpoint http://127.0.0.1:5000 --bucket jobs --replicas 2
     python examples/exactly_once/harness.py --sluice target/release/sluice --backend gs \\
         --gs-endpoint http://127.0.0.1:9023 --bucket jobs --replicas 2
+    python examples/exactly_once/harness.py --sluice target/release/sluice --backend hdfs \\
+        --hdfs hdfs://127.0.0.1:8020 --webhdfs http://127.0.0.1:9870 --replicas 2
 
 It prints a summary (and --json a machine-readable one) and exits non-zero
 when anything was lost or duplicated.
@@ -146,6 +148,10 @@ class Backend:
             self.out = f"file://{self.root.resolve()}/{run}"
             self.config = f"fs.file.allowed-roots: {self.root.resolve()}\n"
             self.dir = self.root.resolve() / run
+        elif self.kind == "hdfs":
+            self.webhdfs, self.prefix = args.webhdfs.rstrip("/"), f"/{run}"
+            self.out = f"{args.hdfs.rstrip('/')}/{run}"
+            self.config = f"fs.defaultFS: {args.hdfs}\n"
         elif self.kind == "gs":
             self.endpoint, self.bucket, self.prefix = args.gs_endpoint, args.bucket, run
             self.out = f"gs://{self.bucket}/{run}"
@@ -167,6 +173,8 @@ class Backend:
             return sorted(f for f in found if not part.fullmatch(f))
         if self.kind == "gs":
             return sorted(k for k in self.gs_keys() if not part.fullmatch(k))
+        if self.kind == "hdfs":
+            return sorted(k for k in self.hdfs_files(self.prefix) if not part.fullmatch(k))
         import boto3  # the S3 check needs boto3 (it comes with moto)
 
         s3 = boto3.client(
@@ -219,6 +227,29 @@ class Backend:
             token = page.get("nextPageToken", "")
             if not token:
                 return keys
+
+
+    def hdfs_files(self, folder: str) -> List[str]:
+        """Every file under `folder` (temp files included), relative to the
+        job's output, through WebHDFS's LISTSTATUS."""
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"{self.webhdfs}/webhdfs/v1{folder}?op=LISTSTATUS") as answer:
+                statuses = json.load(answer)["FileStatuses"]["FileStatus"]
+        except urllib.error.HTTPError as e:
+            if e.code == 404:
+                return []
+            raise
+        found: List[str] = []
+        for status in statuses:
+            path = f"{folder}/{status['pathSuffix']}"
+            if status["type"] == "DIRECTORY":
+                found += self.hdfs_files(path)
+            else:
+                found.append(path[len(self.prefix) + 1 :])
+        return found
 
 
 class Harness:
@@ -519,7 +550,7 @@ class Harness:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sluice", required=True, help="the sluice binary")
-    p.add_argument("--backend", choices=["file", "s3", "gs"], default="file")
+    p.add_argument("--backend", choices=["file", "s3", "gs", "hdfs"], default="file")
     p.add_argument(
         "--job",
         choices=["python", "go", "ts"],
@@ -528,6 +559,8 @@ def main() -> int:
     )
     p.add_argument("--s3-endpoint", help="S3 endpoint (e.g. moto_server) for --backend s3")
     p.add_argument("--gs-endpoint", help="GCS JSON API endpoint (e.g. fake-gcs-server) for --backend gs")
+    p.add_argument("--hdfs", help="the NameNode (hdfs://host:port) for --backend hdfs")
+    p.add_argument("--webhdfs", help="the NameNode's WebHDFS (http://host:port), to look for leftovers")
     p.add_argument("--bucket", default="jobs", help="an existing bucket for --backend s3 or gs")
     p.add_argument("--replicas", type=int, default=1, help="gateways sharing backend and key")
     p.add_argument("--crashes", type=int, default=40)
@@ -544,6 +577,11 @@ def main() -> int:
     if args.backend == "gs" and not args.gs_endpoint:
         p.error(
             "--backend gs needs --gs-endpoint (start one with: gcp-storage-emulator start --port 9023) and --bucket"
+        )
+    if args.backend == "hdfs" and not (args.hdfs and args.webhdfs):
+        p.error(
+            "--backend hdfs needs --hdfs hdfs://<namenode>:<port> and --webhdfs http://<namenode>:<http port>"
+            " (a cluster's are fs.defaultFS and dfs.namenode.http-address in its configuration)"
         )
     if args.records is None:
         args.records = max(2000, 800 * args.crashes)

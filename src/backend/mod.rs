@@ -18,6 +18,8 @@
 //! - `s3` (`s3`, `s3a`), `oss`, `gcs` (`gs`), `azure` (`az`, `abfs`,
 //!   `abfss`): [`object::ObjectBackend`] over object_store's clients,
 //!   served when one of their keys is set.
+//! - `hdfs`: a hidden temp file beside the target over hdfs-native, renamed
+//!   onto it on commit; served when one of its keys is set.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -31,6 +33,7 @@ use crate::location::Location;
 pub mod azure;
 pub mod file;
 pub mod gcs;
+pub mod hdfs;
 pub mod memory;
 pub mod object;
 pub mod oss;
@@ -48,6 +51,7 @@ pub const KINDS: &[&BackendKind] = &[
     &oss::KIND,
     &gcs::KIND,
     &azure::KIND,
+    &hdfs::KIND,
 ];
 
 /// What a backend declares about itself.
@@ -458,7 +462,7 @@ impl Registry {
         self.backends.get(scheme).ok_or_else(|| {
             let known: Vec<&str> = self.backends.keys().map(String::as_str).collect();
             let hint = if scheme == "hdfs" {
-                " (no HDFS backend exists yet)"
+                " (set fs.defaultFS or fs.hdfs.hadoopconf to serve it)"
             } else {
                 ""
             };

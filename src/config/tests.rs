@@ -99,7 +99,7 @@ fn environment_overrides_patterned_and_backend_keys() {
 fn cloud_schemes_are_served_only_when_configured() {
     let none = Config::from_yaml("").unwrap();
     assert!(
-        ["s3", "s3a", "oss", "gs", "az", "abfs", "abfss"]
+        ["s3", "s3a", "oss", "gs", "az", "abfs", "abfss", "hdfs"]
             .iter()
             .all(|s| !served(&none, s))
     );
@@ -115,6 +115,32 @@ fn cloud_schemes_are_served_only_when_configured() {
     let OssConfig(oss) = settings(&c, "oss").unwrap();
     assert!(oss.virtual_hosted);
     assert_eq!(oss.upload.part_size, 100 << 10);
+}
+
+#[test]
+fn hdfs_keys() {
+    use crate::backend::hdfs::HdfsConfig;
+    let c = Config::from_yaml("fs.defaultFS: hdfs://nn.example:8020\nhdfs.user: flink\n").unwrap();
+    let hdfs: HdfsConfig = settings(&c, "hdfs").unwrap();
+    assert_eq!(
+        hdfs.namenodes,
+        ["nn.example:8020"],
+        "the default FS's NameNode"
+    );
+    assert_eq!(hdfs.user.as_deref(), Some("flink"));
+    let c = Config::from_yaml(
+        "fs.defaultFS: hdfs://mycluster\nfs.hdfs.namenodes: mycluster, nn2.example:8020\n",
+    )
+    .unwrap();
+    let hdfs: HdfsConfig = settings(&c, "hdfs").unwrap();
+    assert_eq!(hdfs.namenodes, ["mycluster", "nn2.example:8020"]);
+    for bad in [
+        "fs.defaultFS: s3://bucket",
+        "fs.defaultFS: hdfs:///",
+        "fs.hdfs.hadoopconf: /no/such/folder",
+    ] {
+        assert!(Config::from_yaml(bad).is_err(), "{bad} was accepted");
+    }
 }
 
 #[test]

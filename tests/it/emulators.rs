@@ -456,3 +456,183 @@ impl Drop for Emulator {
         let _ = self.child.wait();
     }
 }
+
+/// A MiniDFSCluster (`tests/hdfs`): a NameNode and two DataNodes with
+/// replication 2, in one JVM on loopback ports, its data in a fresh
+/// folder. Built with Maven on first use (Hadoop's jars into
+/// `target/emulators/m2`); killed when dropped.
+pub struct MiniDfs {
+    child: Child,
+    stdin: std::process::ChildStdin,
+    lines: std::sync::mpsc::Receiver<String>,
+    /// `hdfs://127.0.0.1:<NameNode port>`.
+    pub url: String,
+    /// The NameNode's `host:port`, for `fs.hdfs.namenodes`.
+    pub authority: String,
+    /// `http://127.0.0.1:<port>`: the NameNode's WebHDFS.
+    pub webhdfs: String,
+    log: PathBuf,
+}
+
+impl MiniDfs {
+    pub fn start() -> MiniDfs {
+        let classpath = minidfs_classpath();
+        let logs = root().join("logs");
+        std::fs::create_dir_all(&logs).unwrap();
+        let dir = tempfile::tempdir().unwrap().keep();
+        let log = logs.join(format!(
+            "minidfs-{}.log",
+            dir.file_name().unwrap().to_string_lossy()
+        ));
+        let mut child = Command::new("java")
+            // WebHDFS's JAXB reflects into java.lang, as Hadoop's own
+            // scripts allow on Java 17.
+            .args([
+                "-Xmx768m",
+                "--add-opens",
+                "java.base/java.lang=ALL-UNNAMED",
+                "-cp",
+                &classpath,
+                "dev.sluice.minidfs.MiniDfs",
+            ])
+            .arg(dir.join("dfs"))
+            .arg("2")
+            .current_dir(&dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(File::create(&log).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start java for the MiniDFSCluster: {e}"));
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (send, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if send.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut dfs = MiniDfs {
+            child,
+            stdin,
+            lines,
+            url: String::new(),
+            authority: String::new(),
+            webhdfs: String::new(),
+            log,
+        };
+        let ready = dfs.expect("ready hdfs://", Duration::from_secs(180));
+        let url = ready.split_whitespace().nth(1).unwrap().to_string();
+        dfs.webhdfs = ready.split_whitespace().nth(2).unwrap().to_string();
+        dfs.authority = url.trim_start_matches("hdfs://").to_string();
+        dfs.url = url;
+        dfs
+    }
+
+    /// Waits for a line of the cluster's that starts with `prefix`.
+    fn expect(&mut self, prefix: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.starts_with(prefix) => return line,
+                Ok(_) => {}
+                Err(_) => panic!(
+                    "the MiniDFSCluster did not say {prefix:?} within {within:?}; its log, {}:\n{}",
+                    self.log.display(),
+                    tail(&self.log)
+                ),
+            }
+        }
+    }
+
+    fn command(&mut self, line: &str, answer: &str) {
+        use std::io::Write;
+        writeln!(self.stdin, "{line}").unwrap();
+        self.stdin.flush().unwrap();
+        self.expect(answer, Duration::from_secs(120));
+    }
+
+    /// Stops DataNode `n` (0 or 1) as a crash would.
+    pub fn stop_datanode(&mut self, n: usize) {
+        self.command(
+            &format!("stop-datanode {n}"),
+            &format!("stopped datanode {n}"),
+        );
+    }
+
+    /// Starts DataNode `n` again, with its data.
+    pub fn start_datanode(&mut self, n: usize) {
+        self.command(
+            &format!("start-datanode {n}"),
+            &format!("started datanode {n}"),
+        );
+    }
+
+    /// A client of the test's own.
+    pub fn client(&self) -> hdfs_native::Client {
+        hdfs_native::ClientBuilder::new()
+            .with_url(&self.url)
+            .build()
+            .unwrap()
+    }
+
+    /// Server configuration serving `hdfs://` from this cluster.
+    pub fn yaml(&self) -> String {
+        format!("fs.defaultFS: {}\n", self.url)
+    }
+}
+
+impl Drop for MiniDfs {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The last 60 lines of a log.
+fn tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(60)..].join("\n")
+}
+
+/// Builds `tests/hdfs` once (whichever test process gets here first),
+/// again when its sources change; returns the java classpath to run it.
+fn minidfs_classpath() -> String {
+    let project = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/hdfs");
+    std::fs::create_dir_all(root()).unwrap();
+    let lock = File::create(root().join(".minidfs.lock")).unwrap();
+    lock.lock().unwrap();
+    let sources = ["pom.xml", "src/main/java/dev/sluice/minidfs/MiniDfs.java"]
+        .map(|f| std::fs::read_to_string(project.join(f)).unwrap())
+        .concat();
+    let stamp = root().join(".minidfs-built");
+    let built = project.join("target/classpath.txt");
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(sources.as_str()) || !built.exists()
+    {
+        eprintln!(
+            "building the MiniDFSCluster with Maven (first run only: Hadoop's jars into {}, a few minutes)",
+            root().join("m2").display()
+        );
+        run(
+            Command::new("mvn")
+                .args(["-B", "-ntp", "-q", "package"])
+                .arg(format!(
+                    "-Dmaven.repo.local={}",
+                    root().join("m2").display()
+                ))
+                .current_dir(&project),
+            "mvn package in tests/hdfs",
+        );
+        std::fs::write(&stamp, &sources).unwrap();
+    }
+    format!(
+        "{}:{}",
+        project.join("target/classes").display(),
+        std::fs::read_to_string(built).unwrap().trim()
+    )
+}

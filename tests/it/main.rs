@@ -17,6 +17,7 @@ mod faults;
 mod gcs;
 mod hardening;
 mod harness;
+mod hdfs;
 mod helm;
 mod hostile;
 mod limits;

@@ -34,6 +34,12 @@ pub async fn write_all(c: &mut Client, sid: &str, offset: u64, data: &[u8], chun
 pub async fn run_all(t: &Target) {
     let part = crate::conformance::part_size(t).await;
     assert!(part > 0, "{} reports no part size", t.base);
+    run_with_part(t, part).await;
+}
+
+/// The multipart cases with `part` as the unit their sizes are made of
+/// (for `hdfs://`, which has no parts: its block size).
+pub async fn run_with_part(t: &Target, part: usize) {
     eprintln!("multipart cases on {} with {part}-byte parts", t.base);
     chunk_bigger_than_a_part(t, part).await;
     three_parts_and_a_tail(t, part).await;

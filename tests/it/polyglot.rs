@@ -246,6 +246,28 @@ fn exactly_once_under_crashes_across_two_replicas_on_gs() {
     );
 }
 
+#[test]
+fn exactly_once_under_crashes_across_two_replicas_on_hdfs() {
+    let dfs = crate::emulators::MiniDfs::start();
+    let summary = harness(&[
+        "--backend",
+        "hdfs",
+        "--hdfs",
+        &dfs.url,
+        "--webhdfs",
+        &dfs.webhdfs,
+        "--replicas",
+        "2",
+        "--crashes",
+        "15",
+    ]);
+    assert!(summary["crashes"].as_u64().unwrap() >= 15);
+    assert!(
+        summary["replica_switches"].as_u64().unwrap() >= 3,
+        "the job should have resumed on the other replica: {summary:#}"
+    );
+}
+
 /// The crash harness with the job written in Go (clients/go/examples/job)
 /// and in TypeScript (clients/node/examples/job.ts), across two replicas:
 /// each language's verifier counts lost 0, duplicated 0.

@@ -297,6 +297,66 @@ async fn kill_9_between_persist_and_recover_on_gs() {
     );
 }
 
+/// The same on `hdfs://` (a MiniDFSCluster): the gateway dies holding the
+/// HDFS leases of two temp files, one with unpersisted bytes after its
+/// handle and one killed right after its persist. A new gateway recovers
+/// each lease; the first continues a copy of the handle's prefix, the
+/// second appends to the file itself; both commits hold exactly the
+/// persisted bytes and what followed the recovery.
+#[tokio::test]
+async fn kill_9_between_persist_and_recover_on_hdfs() {
+    use crate::emulators::MiniDfs;
+    use crate::multipart::{bytes, write_all};
+    let dfs = MiniDfs::start();
+    let yaml = dfs.yaml();
+    let dir = tempfile::tempdir().unwrap();
+    let first = bytes(31, 5_000_000);
+    let base = format!("{}/restart", dfs.url);
+
+    let gateway = Gateway::start_with(dir.path(), Some(&yaml));
+    let mut c = connect(gateway.addr).await;
+    let sid = open(&mut c, &format!("{base}/more")).await.unwrap();
+    write_all(&mut c, &sid, 0, &first, 1 << 20).await;
+    let (more, pos) = persist(&mut c, &sid).await.unwrap();
+    assert_eq!(pos, first.len() as u64);
+    write_all(&mut c, &sid, pos, &bytes(32, 3_000_000), 1 << 20).await;
+    let sid = open(&mut c, &format!("{base}/exact")).await.unwrap();
+    write_all(&mut c, &sid, 0, &first, 1 << 20).await;
+    let (exact, _) = persist(&mut c, &sid).await.unwrap();
+    gateway.kill9();
+
+    let gateway = Gateway::start_with(dir.path(), Some(&yaml));
+    let mut c = connect(gateway.addr).await;
+    let last = bytes(33, 700_000);
+    for (name, handle) in [("more", &more), ("exact", &exact)] {
+        let (sid, pos) = recover(&mut c, handle).await.unwrap();
+        assert_eq!(pos, first.len() as u64, "{name}");
+        write_all(&mut c, &sid, pos, &last, 1 << 20).await;
+        let (h, size) = close(&mut c, &sid).await.unwrap();
+        assert_eq!(size, (first.len() + last.len()) as u64);
+        commit(&mut c, &h, false).await.unwrap();
+    }
+    gateway.kill9();
+
+    let client = dfs.client();
+    for name in ["more", "exact"] {
+        let reader = client.read(&format!("/restart/{name}")).await.unwrap();
+        let got = reader.read_range(0, reader.file_length()).await.unwrap();
+        assert!(
+            got == [&first[..], &last[..]].concat(),
+            "{name}: content differs after the restart"
+        );
+    }
+    let left: Vec<String> = client
+        .list_status("/restart", false)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.path)
+        .collect();
+    assert_eq!(left, ["/restart/exact", "/restart/more"], "temp files left");
+}
+
 /// The README's quickstart, run as written with real grpcurl against the
 /// binary on its embedded defaults.
 #[test]

@@ -93,7 +93,7 @@ async fn committed(t: &Target, name: &str) -> Vec<u8> {
 
 /// Nothing of `name` but its committed target is left: no hidden
 /// in-progress file, no tail object.
-async fn assert_no_staging_left(t: &Target, name: &str) {
+pub async fn assert_no_staging_left(t: &Target, name: &str) {
     let staged = format!(".{name}.");
     let hidden: Vec<_> = t
         .store

@@ -21,7 +21,7 @@ pub async fn bad_paths_are_invalid_arguments(t: &Target) {
         msg.contains("file") && msg.contains("memory"),
         "lists the schemes: {msg}"
     );
-    expect_code(open(c, "hdfs://namenode/file").await, Code::Unimplemented);
+    expect_code(open(c, "viewfs://cluster/file").await, Code::Unimplemented);
 }
 
 pub async fn read_side_sees_committed_files_only(t: &Target) {
