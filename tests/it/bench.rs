@@ -1,20 +1,23 @@
-//! A smoke run of `sluice-bench suite --quick` (tiny sizes, one run), so
-//! the benchmark never rots; the full run is the README's command.
+//! A smoke run of `sluice-bench suite --quick` (tiny sizes, one run) with
+//! moto and a MiniDFSCluster, so the benchmark never rots; the full run is
+//! the README's command.
 
 use std::process::Command;
 
-use crate::emulators::Emulator;
+use crate::emulators::{Emulator, MiniDfs};
 
 #[test]
 fn bench_suite_smoke_run_reports_every_scenario_and_baseline() {
     let moto = Emulator::moto(None);
     moto.create_bucket("bench");
+    let dfs = MiniDfs::start();
     let dir = tempfile::tempdir().unwrap();
     let (json, svg) = (dir.path().join("bench.json"), dir.path().join("chart.svg"));
     let out = Command::new(bench_binary())
         .args(["suite", "--quick", "--quiet", "--bucket", "bench"])
         .args(["--sluice", env!("CARGO_BIN_EXE_sluice")])
         .args(["--s3-endpoint", &moto.url()])
+        .args(["--hdfs", &dfs.url])
         .arg("--json")
         .arg(&json)
         .arg("--svg")
@@ -39,7 +42,8 @@ fn bench_suite_smoke_run_reports_every_scenario_and_baseline() {
         [
             "memory://, 1 writer",
             "file://, 1 writer",
-            "s3:// (moto), 1 writer"
+            "s3:// (moto), 1 writer",
+            "hdfs://, 1 writer"
         ]
     );
     for s in scenarios {
@@ -61,7 +65,13 @@ fn bench_suite_smoke_run_reports_every_scenario_and_baseline() {
         .iter()
         .map(|f| f["name"].as_str().unwrap())
         .collect();
-    assert_eq!(figures.len(), 4, "{figures:?}");
+    assert_eq!(figures.len(), 6, "{figures:?}");
+    assert!(
+        figures
+            .iter()
+            .any(|f| f.contains("Recover at 2 MiB, 1 MiB past the handle (copy)")),
+        "{figures:?}"
+    );
     assert!(table.contains("transport ceiling"), "{table}");
     let chart = std::fs::read_to_string(&svg).unwrap();
     assert!(

@@ -11,7 +11,10 @@
 //! 2. `file://`: the same file written with `std::fs`, `fsync` at the same
 //!    persist points, then renamed;
 //! 3. object stores: the same upload done directly with object_store's
-//!    multipart API, with sluice's part size and concurrency.
+//!    multipart API, with sluice's part size and concurrency;
+//! 4. `hdfs://`: the same file written directly with hdfs-native (the
+//!    client crate sluice uses), `hsync` at the same persist points, closed
+//!    and renamed.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write as _};

@@ -58,6 +58,9 @@ struct Common {
     /// S3 endpoint (an emulator such as moto) for the s3:// scenarios.
     #[arg(long)]
     s3_endpoint: Option<String>,
+    /// An HDFS NameNode (hdfs://host:port) for the hdfs:// scenarios.
+    #[arg(long)]
+    hdfs: Option<String>,
     /// An existing bucket at --s3-endpoint.
     #[arg(long, default_value = "bench")]
     bucket: String,
@@ -88,7 +91,7 @@ struct SuiteArgs {
 struct RunArgs {
     #[command(flatten)]
     common: Common,
-    /// memory, file or s3.
+    /// memory, file, s3 or hdfs.
     #[arg(long, default_value = "memory")]
     scheme: String,
     #[arg(long, default_value_t = 1)]
@@ -242,6 +245,7 @@ struct Bench {
     dir: Scratch,
     common: Common,
     s3: Option<Arc<dyn object_store::ObjectStore>>,
+    hdfs: Option<hdfs_native::Client>,
 }
 
 impl Bench {
@@ -265,6 +269,15 @@ impl Bench {
                 .build()?;
             s3 = Some(Arc::new(store) as Arc<dyn object_store::ObjectStore>);
         }
+        let mut hdfs = None;
+        if let Some(namenode) = &common.hdfs {
+            config += &format!("fs.defaultFS: {namenode}\n");
+            hdfs = Some(
+                hdfs_native::ClientBuilder::new()
+                    .with_url(namenode.as_str())
+                    .build()?,
+            );
+        }
         let sink = start_sink()?;
         Ok(Bench {
             bin,
@@ -273,6 +286,7 @@ impl Bench {
             dir,
             common,
             s3,
+            hdfs,
         })
     }
 
@@ -302,6 +316,7 @@ impl Bench {
         let baseline_name = match scheme {
             "memory" => "transport ceiling",
             "file" => "std::fs + fsync + rename",
+            "hdfs" => "hdfs-native + hsync + rename",
             _ => "object_store multipart",
         };
         for run in 0..self.common.runs {
@@ -316,6 +331,13 @@ impl Bench {
                         .0
                 }
                 "file" => direct_file(&self.dir.path().join("direct"), w, &bar).await?,
+                "hdfs" => {
+                    let client = self
+                        .hdfs
+                        .as_ref()
+                        .ok_or("an hdfs:// scenario needs --hdfs")?;
+                    direct_hdfs(client, "/bench-direct", w, &bar).await?
+                }
                 _ => {
                     let store = self
                         .s3
@@ -424,6 +446,57 @@ async fn suite(args: SuiteArgs) -> BenchResult<()> {
             unit: "MiB".into(),
             goal: "<= 64".into(),
         });
+    }
+
+    if bench.hdfs.is_some() {
+        scenarios.push(
+            bench
+                .scenario(
+                    "hdfs://, 1 writer",
+                    "hdfs:///bench",
+                    &one(big, every),
+                    ">= 0.90",
+                )
+                .await?,
+        );
+        // What a Recover costs as the file grows: a copy of the handle's
+        // prefix when the staging holds more, an append when it does not.
+        let sizes: &[u64] = if q {
+            &[2 * MIB]
+        } else {
+            &[16 * MIB, 64 * MIB, 256 * MIB]
+        };
+        for &size in sizes {
+            let (mut copies, mut appends) = (Vec::new(), Vec::new());
+            for run in 0..bench.common.runs {
+                let label = format!("hdfs:// Recover at {} MiB #{}", size >> 20, run + 1);
+                let bar = bench.bar(&label, 2 * size);
+                let server = bench.fresh()?;
+                let (copy, append) = recover_cost(server.addr, "hdfs:///bench", size, &bar).await?;
+                bar.finish_and_clear();
+                copies.push(copy);
+                appends.push(append);
+            }
+            let (copy, append) = (median(&mut copies), median(&mut appends));
+            figures.push(Figure {
+                name: format!(
+                    "hdfs:// Recover at {} MiB, 1 MiB past the handle (copy)",
+                    size >> 20
+                ),
+                value: copy,
+                unit: "s".into(),
+                goal: "-".into(),
+            });
+            figures.push(Figure {
+                name: format!(
+                    "hdfs:// Recover at {} MiB, nothing past the handle (append)",
+                    size >> 20
+                ),
+                value: append,
+                unit: "s".into(),
+                goal: "-".into(),
+            });
+        }
     }
 
     // Concurrency on memory://: the same total bytes split over more writers.
@@ -535,7 +608,8 @@ async fn run_one(args: RunArgs) -> BenchResult<()> {
         "memory" => "memory://bench/run".to_string(),
         "file" => format!("file://{}/run", bench.files().display()),
         "s3" => format!("s3://{}/run", bench.common.bucket),
-        other => return Err(format!("--scheme {other}: use memory, file or s3").into()),
+        "hdfs" => "hdfs:///run".to_string(),
+        other => return Err(format!("--scheme {other}: use memory, file, s3 or hdfs").into()),
     };
     let name = format!("{}://, {} writers", args.scheme, w.writers);
     let scenario = bench.scenario(&name, &base, &w, "-").await?;

@@ -218,6 +218,97 @@ pub async fn direct_object(
     Ok(Run::timed(w.total(), seconds))
 }
 
+/// The HDFS baseline: the same file written with hdfs-native directly, to
+/// a temp file, `hsync` at the persist points, closed and renamed onto its
+/// target (what Flink's Hadoop writer does, without sluice).
+pub async fn direct_hdfs(
+    client: &hdfs_native::Client,
+    dir: &str,
+    w: &Workload,
+    bar: &ProgressBar,
+) -> BenchResult<Run> {
+    let data = chunk_data(w.chunk);
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for writer in 0..w.writers {
+        let (client, data, w, bar) = (client.clone(), data.clone(), w.clone(), bar.clone());
+        let dir = dir.to_string();
+        tasks.spawn(async move {
+            let mut paths = Vec::new();
+            for file in 0..w.files_per_writer {
+                let name = format!("w{writer}-f{file}-{}", uuid::Uuid::new_v4().simple());
+                let temp = format!("{dir}/.{name}.inprogress");
+                let mut f = client
+                    .create(&temp, hdfs_native::WriteOptions::default())
+                    .await?;
+                let (mut written, mut next_persist) = (0u64, w.persist_every);
+                while written < w.file_size {
+                    let n = (w.file_size - written).min(w.chunk as u64) as usize;
+                    f.write_bytes(data.slice(..n)).await?;
+                    written += n as u64;
+                    bar.inc(n as u64);
+                    if w.persist_every > 0 && written >= next_persist && written < w.file_size {
+                        f.hsync().await?;
+                        next_persist += w.persist_every;
+                    }
+                }
+                f.close().await?;
+                let target = format!("{dir}/{name}");
+                client.rename(&temp, &target, false).await?;
+                paths.push(target);
+            }
+            BenchResult::Ok(paths)
+        });
+    }
+    let mut paths = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        paths.extend(done??);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    for path in paths {
+        client.delete(&path, false).await?;
+    }
+    Ok(Run::timed(w.total(), seconds))
+}
+
+/// What a Recover costs on `base` for a file of `size` bytes: the seconds
+/// of a Recover from a handle at `size` when the staging holds 1 MiB more
+/// (HDFS copies the handle's prefix into a new temp file), and when it
+/// holds exactly the handle's bytes (HDFS appends to it).
+pub async fn recover_cost(
+    addr: SocketAddr,
+    base: &str,
+    size: u64,
+    bar: &ProgressBar,
+) -> BenchResult<(f64, f64)> {
+    let client = Client::connect(format!("http://{addr}")).await?;
+    let data = chunk_data(MIB as usize);
+    let mut seconds = [0.0; 2];
+    for (i, more) in [MIB, 0].into_iter().enumerate() {
+        let path = format!(
+            "{base}/recover-{size}-{i}-{}",
+            uuid::Uuid::new_v4().simple()
+        );
+        let mut stream = client.open(&path).await?;
+        for _ in 0..size / MIB {
+            stream.write_bytes(data.clone()).await?;
+            bar.inc(MIB);
+        }
+        let handle = stream.persist().await?;
+        if more > 0 {
+            stream.write_bytes(data.clone()).await?;
+            stream.flush().await?;
+        }
+        stream.abort().await?;
+        let t = Instant::now();
+        let stream = client.recover(&handle).await?;
+        seconds[i] = t.elapsed().as_secs_f64();
+        stream.close_for_commit().await?.commit().await?;
+        delete_all(addr, &[path]).await?;
+    }
+    Ok((seconds[0], seconds[1]))
+}
+
 /// Runs `through_gateway` against a sluice child, adding its server-side
 /// figures (peak RSS above the start, CPU per GiB).
 pub async fn measured_sluice(
