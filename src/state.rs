@@ -300,14 +300,32 @@ mod tests {
         assert!(!state.opened_after_crash(), "a new state is not a crash");
         state.close().await.unwrap();
         drop(state);
-        let state = StateStore::open(dir.path()).unwrap();
+        let state = reopen(dir.path()).await;
         assert!(!state.opened_after_crash(), "closed cleanly");
         state.put_session("s", &SessionRecord::default()).unwrap();
         state.flush().await.unwrap();
         drop(state);
-        let state = StateStore::open(dir.path()).unwrap();
+        let state = reopen(dir.path()).await;
         assert!(state.opened_after_crash(), "never closed");
         assert!(state.session("s").unwrap().is_some());
+    }
+
+    /// Opens `dir` again in this process: sled's own threads may hold the
+    /// dropped store's file lock for a moment (another process would get
+    /// it once the first is gone).
+    async fn reopen(dir: &Path) -> StateStore {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match StateStore::open(dir) {
+                Ok(state) => return state,
+                Err(e)
+                    if std::time::Instant::now() < deadline && e.to_string().contains("lock") =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("reopening the state: {e}"),
+            }
+        }
     }
 
     /// Many concurrent flushes all finish (sled 0.34's own flush_async
