@@ -9,8 +9,8 @@ import org.apache.hadoop.hdfs.DFSConfigKeys;
 import org.apache.hadoop.hdfs.MiniDFSCluster;
 
 /**
- * A MiniDFSCluster for sluice's tests: a NameNode and {@code datanodes} DataNodes (replication 2) on
- * loopback ports, its data in {@code dir}. It prints {@code ready hdfs://127.0.0.1:<port>
+ * A MiniDFSCluster for sluice's tests: a NameNode and {@code datanodes} DataNodes (replication 2)
+ * on loopback ports, its data in {@code dir}. It prints {@code ready hdfs://127.0.0.1:<port>
  * http://127.0.0.1:<webhdfs port>} once it serves, then reads commands on stdin: {@code
  * stop-datanode N}, {@code start-datanode N} (restarts it), {@code quit}.
  */
@@ -41,7 +41,8 @@ public final class MiniDfs {
     System.out.println("ready hdfs://127.0.0.1:" + port + " http://127.0.0.1:" + http);
     System.out.flush();
     MiniDFSCluster.DataNodeProperties[] stopped = new MiniDFSCluster.DataNodeProperties[datanodes];
-    try (BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8))) {
+    try (BufferedReader in =
+        new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8))) {
       String line;
       while ((line = in.readLine()) != null) {
         String[] words = line.trim().split("\\s+");

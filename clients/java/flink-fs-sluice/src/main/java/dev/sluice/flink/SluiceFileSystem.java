@@ -18,9 +18,10 @@ import org.apache.flink.core.fs.Path;
 import org.apache.flink.core.fs.RecoverableWriter;
 
 /**
- * A Flink file system for one scheme and authority ({@code s3://bucket}), every call through a sluice
- * gateway: the read side and the namespace calls as they are, {@link #createRecoverableWriter} as
- * the gateway's write protocol, and {@link #create} as a one-shot session committed on close.
+ * A Flink file system for one scheme and authority ({@code s3://bucket}), every call through a
+ * sluice gateway: the read side and the namespace calls as they are, {@link
+ * #createRecoverableWriter} as the gateway's write protocol, and {@link #create} as a one-shot
+ * session committed on close.
  */
 public final class SluiceFileSystem extends FileSystem {
   private final URI uri;
@@ -31,10 +32,13 @@ public final class SluiceFileSystem extends FileSystem {
    * under it first (the gateway refuses to delete under a live session, and a local file system
    * would take the in-progress file along).
    */
-  static final java.util.Set<RecoverableStream> LIVE = java.util.concurrent.ConcurrentHashMap.newKeySet();
+  static final java.util.Set<RecoverableStream> LIVE =
+      java.util.concurrent.ConcurrentHashMap.newKeySet();
 
   public SluiceFileSystem(URI uri, SluiceClient client) {
-    this.uri = URI.create(uri.getScheme() + "://" + (uri.getAuthority() == null ? "" : uri.getAuthority()) + "/");
+    this.uri =
+        URI.create(
+            uri.getScheme() + "://" + (uri.getAuthority() == null ? "" : uri.getAuthority()) + "/");
     this.client = client;
   }
 

@@ -21,18 +21,18 @@ import org.apache.flink.core.fs.FileSystem;
 import org.apache.flink.core.fs.FileSystemFactory;
 
 /**
- * Flink file systems whose {@code RecoverableWriter} writes through a sluice gateway. One factory per
- * scheme sluice serves (Flink asks each for one scheme); a job's paths stay as they are
- * ({@code s3://bucket/out}), and Flink's configuration says which schemes go through sluice:
+ * Flink file systems whose {@code RecoverableWriter} writes through a sluice gateway. One factory
+ * per scheme sluice serves (Flink asks each for one scheme); a job's paths stay as they are ({@code
+ * s3://bucket/out}), and Flink's configuration says which schemes go through sluice:
  *
  * <pre>
  * fs.sluice.address: sluice.storage.svc:50051
  * fs.sluice.schemes: s3,gs,oss,hdfs
  * </pre>
  *
- * <p>A listed scheme's factory registers with priority 100, above Flink's own plugins (0), so it wins
- * beside them; an unlisted one registers below everything, serving the scheme only where no other
- * plugin does. With {@code fs.sluice.schemes} unset, every scheme here is listed.
+ * <p>A listed scheme's factory registers with priority 100, above Flink's own plugins (0), so it
+ * wins beside them; an unlisted one registers below everything, serving the scheme only where no
+ * other plugin does. With {@code fs.sluice.schemes} unset, every scheme here is listed.
  */
 public abstract class SluiceFileSystemFactory implements FileSystemFactory {
   public static final ConfigOption<String> ADDRESS =
@@ -47,7 +47,10 @@ public abstract class SluiceFileSystemFactory implements FileSystemFactory {
           .noDefaultValue()
           .withDescription("schemes written through sluice in place of Flink's own file systems");
   public static final ConfigOption<String> TOKEN =
-      ConfigOptions.key("fs.sluice.token").stringType().noDefaultValue().withDescription("bearer token");
+      ConfigOptions.key("fs.sluice.token")
+          .stringType()
+          .noDefaultValue()
+          .withDescription("bearer token");
   public static final ConfigOption<String> TLS_CA =
       ConfigOptions.key("fs.sluice.tls.ca-file")
           .stringType()
@@ -132,7 +135,9 @@ public abstract class SluiceFileSystemFactory implements FileSystemFactory {
       SluiceClient client = CLIENTS.get(key);
       if (client == null) {
         SluiceClient.Builder builder =
-            SluiceClient.builder(address).deadline(config.get(DEADLINE)).chunkSize(config.get(CHUNK));
+            SluiceClient.builder(address)
+                .deadline(config.get(DEADLINE))
+                .chunkSize(config.get(CHUNK));
         config.getOptional(TOKEN).ifPresent(builder::bearerToken);
         if (config.getOptional(TLS_CA).isPresent()) {
           builder.credentials(tls(config));
@@ -156,7 +161,8 @@ public abstract class SluiceFileSystemFactory implements FileSystemFactory {
   /** The schemes this plugin has a factory for. */
   public static final Set<String> SERVED =
       Set.copyOf(
-          Arrays.asList("s3", "s3a", "oss", "gs", "gcs", "hdfs", "az", "abfs", "abfss", "memory", "file"));
+          Arrays.asList(
+              "s3", "s3a", "oss", "gs", "gcs", "hdfs", "az", "abfs", "abfss", "memory", "file"));
 
   public static final class S3 extends SluiceFileSystemFactory {
     public S3() {
@@ -219,8 +225,8 @@ public abstract class SluiceFileSystemFactory implements FileSystemFactory {
   }
 
   /**
-   * Local files through the gateway (its {@code file://} roots), only where {@code fs.sluice.schemes}
-   * names {@code file}: otherwise Flink's own local file system wins.
+   * Local files through the gateway (its {@code file://} roots), only where {@code
+   * fs.sluice.schemes} names {@code file}: otherwise Flink's own local file system wins.
    */
   public static final class LocalFiles extends SluiceFileSystemFactory {
     public LocalFiles() {

@@ -4,10 +4,10 @@ import dev.sluice.client.Committer;
 import dev.sluice.client.RecoverableStream;
 import dev.sluice.client.SluiceClient;
 import dev.sluice.proto.v1.CapabilitiesResponse;
+import java.io.ByteArrayInputStream;
 import java.io.ByteArrayOutputStream;
 import java.io.DataInputStream;
 import java.io.DataOutputStream;
-import java.io.ByteArrayInputStream;
 import java.io.IOException;
 import org.apache.flink.core.fs.Path;
 import org.apache.flink.core.fs.RecoverableFsDataOutputStream;
@@ -15,9 +15,9 @@ import org.apache.flink.core.fs.RecoverableWriter;
 import org.apache.flink.core.io.SimpleVersionedSerializer;
 
 /**
- * Flink's {@link RecoverableWriter} on a sluice gateway: open, persist, recover, close for commit and
- * commit are the gateway's calls, and a recoverable is the gateway's handle (opaque, signed, and
- * enough for any replica to recover or commit it). Whether it supports resume and needs cleanup
+ * Flink's {@link RecoverableWriter} on a sluice gateway: open, persist, recover, close for commit
+ * and commit are the gateway's calls, and a recoverable is the gateway's handle (opaque, signed,
+ * and enough for any replica to recover or commit it). Whether it supports resume and needs cleanup
  * comes from the gateway's {@code Capabilities} for the scheme.
  */
 public final class SluiceRecoverableWriter implements RecoverableWriter {
@@ -124,7 +124,8 @@ public final class SluiceRecoverableWriter implements RecoverableWriter {
           @Override
           public Handle deserialize(int version, byte[] serialized) throws IOException {
             if (version != 1) {
-              throw new IOException("unknown version " + version + " of a sluice recoverable; this plugin reads 1");
+              throw new IOException(
+                  "unknown version " + version + " of a sluice recoverable; this plugin reads 1");
             }
             DataInputStream in = new DataInputStream(new ByteArrayInputStream(serialized));
             if (in.readInt() != MAGIC) {
@@ -184,7 +185,8 @@ public final class SluiceRecoverableWriter implements RecoverableWriter {
       // (Committer alone is Flink's here: this class inherits that name.)
       dev.sluice.client.Committer committer = stream.closeForCommit();
       SluiceFileSystem.LIVE.remove(stream);
-      return new CommitterAdapter(committer, new Handle(committer.handle(), stream.path(), position));
+      return new CommitterAdapter(
+          committer, new Handle(committer.handle(), stream.path(), position));
     }
 
     /** Flink's close(): the session goes, with no durability promise. */

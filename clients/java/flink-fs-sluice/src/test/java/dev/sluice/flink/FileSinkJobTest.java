@@ -39,20 +39,24 @@ import org.apache.flink.streaming.api.functions.sink.filesystem.rollingpolicies.
 import org.junit.jupiter.api.Test;
 
 /**
- * A Flink job on a MiniCluster, exactly-once checkpointing, a replayable source and {@code FileSink}
- * with rolling part files on {@code s3://} (moto) through the plugin, as a job configures it: only
- * {@code fs.sluice.address} and {@code fs.sluice.schemes}, the paths unchanged. A task fails
- * mid-stream three times, and the gateway is killed with -9 and started again while the job
+ * A Flink job on a MiniCluster, exactly-once checkpointing, a replayable source and {@code
+ * FileSink} with rolling part files on {@code s3://} (moto) through the plugin, as a job configures
+ * it: only {@code fs.sluice.address} and {@code fs.sluice.schemes}, the paths unchanged. A task
+ * fails mid-stream three times, and the gateway is killed with -9 and started again while the job
  * runs. At the end every source record is in the committed parts exactly once, and after the
  * janitor's cleanup no in-progress upload or tail object is left in the bucket.
  */
 class FileSinkJobTest {
   private static final long RECORDS = 30_000;
   private static final String BUCKET = "flink-job";
+
   /** A fresh prefix per run, so that a run never reads another's parts. */
   private static final String RUN = "out-" + java.util.UUID.randomUUID();
 
-  /** Slows the stream so that checkpoints and crashes land inside it; fails at three records, once each. */
+  /**
+   * Slows the stream so that checkpoints and crashes land inside it; fails at three records, once
+   * each.
+   */
   static final class Slow extends RichMapFunction<Long, String> {
     private final String markers;
 
@@ -100,7 +104,8 @@ class FileSinkJobTest {
       env.setParallelism(2);
       env.setRuntimeMode(RuntimeExecutionMode.STREAMING);
       env.enableCheckpointing(300, CheckpointingMode.EXACTLY_ONCE);
-      env.fromSource(new NumberSequenceSource(0, RECORDS - 1), WatermarkStrategy.noWatermarks(), "numbers")
+      env.fromSource(
+              new NumberSequenceSource(0, RECORDS - 1), WatermarkStrategy.noWatermarks(), "numbers")
           .map(new Slow(markers.toString()))
           .returns(Types.STRING)
           .sinkTo(
@@ -163,7 +168,8 @@ class FileSinkJobTest {
           }
         }
         assertTrue(duplicates.isEmpty(), "duplicated records: " + duplicates.size());
-        assertEquals(RECORDS, seen.cardinality(), "records lost: " + (RECORDS - seen.cardinality()));
+        assertEquals(
+            RECORDS, seen.cardinality(), "records lost: " + (RECORDS - seen.cardinality()));
         assertEquals(RECORDS, seen.nextClearBit(0));
         assertTrue(parts > 4, "the part files did not roll: " + parts);
       }
@@ -172,7 +178,8 @@ class FileSinkJobTest {
     }
 
     // The janitor (1 s TTL) removes what the killed sessions left behind.
-    try (TestGateway cleaner = new TestGateway(gateway.dir, s3Config("janitor.ttl: 1s\njanitor.interval: 500ms\n"))) {
+    try (TestGateway cleaner =
+        new TestGateway(gateway.dir, s3Config("janitor.ttl: 1s\njanitor.interval: 500ms\n"))) {
       long deadline = System.nanoTime() + Duration.ofSeconds(60).toNanos();
       List<String> left = leftovers();
       while (!left.isEmpty() && System.nanoTime() < deadline) {

@@ -13,8 +13,8 @@ public final class Gateways {
   private Gateways() {}
 
   /**
-   * The S3 emulator (moto) the sluice test suite started: {@code SLUICE_TEST_S3_ENDPOINT}. A test that
-   * needs it fails without it.
+   * The S3 emulator (moto) the sluice test suite started: {@code SLUICE_TEST_S3_ENDPOINT}. A test
+   * that needs it fails without it.
    */
   public static String s3Endpoint() {
     String endpoint = System.getenv("SLUICE_TEST_S3_ENDPOINT");
@@ -35,7 +35,8 @@ public final class Gateways {
                     .build(),
                 HttpResponse.BodyHandlers.ofString());
     if (r.statusCode() / 100 != 2 && r.statusCode() != 409) {
-      throw new IOException("cannot create bucket " + name + ": " + r.statusCode() + " " + r.body());
+      throw new IOException(
+          "cannot create bucket " + name + ": " + r.statusCode() + " " + r.body());
     }
   }
 

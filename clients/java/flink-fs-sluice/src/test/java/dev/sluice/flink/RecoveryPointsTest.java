@@ -22,10 +22,10 @@ import org.junit.jupiter.params.provider.ValueSource;
 
 /**
  * What the four cases of Flink's suite that list the in-progress file go on to check, through the
- * plugin: a file persisted at four points (before any byte, after one chunk, again with nothing new,
- * after two chunks), recovered from each through a fresh writer and its deserializer, written on
- * and committed, holds exactly the persisted bytes and what followed; a later handle is refused once
- * an earlier one has been recovered.
+ * plugin: a file persisted at four points (before any byte, after one chunk, again with nothing
+ * new, after two chunks), recovered from each through a fresh writer and its deserializer, written
+ * on and committed, holds exactly the persisted bytes and what followed; a later handle is refused
+ * once an earlier one has been recovered.
  */
 class RecoveryPointsTest {
   private static final byte[] ONE = "THIS IS A TEST 1.".getBytes(StandardCharsets.UTF_8);

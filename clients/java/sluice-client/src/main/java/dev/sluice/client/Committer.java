@@ -5,12 +5,13 @@ import dev.sluice.proto.v1.CommitRequest;
 import dev.sluice.proto.v1.CommitResponse;
 
 /**
- * Publishes a file (Flink's {@code Committer}). {@link #handle()} is the commit handle to keep in the
- * checkpoint until the commit is done.
+ * Publishes a file (Flink's {@code Committer}). {@link #handle()} is the commit handle to keep in
+ * the checkpoint until the commit is done.
  */
 public final class Committer {
   private final SluiceClient client;
   private final byte[] handle;
+
   /** The file's CRC32C as CloseForCommit answered it, which Commit's answer must repeat. */
   private final Integer crc32c;
 
@@ -51,7 +52,8 @@ public final class Committer {
     if (crc32c != null && crc32c != r.getCrc32C()) {
       throw new SluiceException.DataLoss(
           String.format(
-              "Commit of %s answered CRC32C %08x, CloseForCommit %08x", r.getPath(), r.getCrc32C(), crc32c));
+              "Commit of %s answered CRC32C %08x, CloseForCommit %08x",
+              r.getPath(), r.getCrc32C(), crc32c));
     }
     return new Committed(r.getPath(), r.getSize(), r.getCrc32C());
   }

@@ -2,8 +2,8 @@ package dev.sluice.client;
 
 /**
  * CRC32C arithmetic that {@link java.util.zip.CRC32C} lacks: the CRC of two byte runs joined, from
- * their CRCs and the second's length (by the GF(2) operator of appending zero bytes, squared up
- * to the length's bits). A recovered stream's running CRC32C is the prefix's, joined with the CRC32C
+ * their CRCs and the second's length (by the GF(2) operator of appending zero bytes, squared up to
+ * the length's bits). A recovered stream's running CRC32C is the prefix's, joined with the CRC32C
  * of what it wrote since.
  */
 final class Crc {

@@ -28,10 +28,13 @@ public final class RecoverableStream extends OutputStream {
   private final SluiceClient client;
   private final String sessionId;
   private final String path;
+
   /** The position the gateway acknowledged. */
   private long acked;
+
   /** CRC32C of the bytes before this stream began (a recovered prefix). */
   private final int startCrc;
+
   /** CRC32C of the bytes written through this stream, sent or not, and how many. */
   private final CRC32C written = new CRC32C();
 
@@ -39,6 +42,7 @@ public final class RecoverableStream extends OutputStream {
 
   private byte[] pending;
   private int pendingLength;
+
   /** Chunks sent since {@code acked}, in order, for a retry. */
   private final ArrayDeque<byte[]> sent = new ArrayDeque<>();
 
@@ -144,7 +148,9 @@ public final class RecoverableStream extends OutputStream {
   /** Makes every byte written so far durable; returns the resume handle for the checkpoint. */
   public byte[] persist() throws IOException {
     flush();
-    PersistResponse r = client.unary((s, a) -> s.persist(PersistRequest.newBuilder().setSessionId(sessionId).build()));
+    PersistResponse r =
+        client.unary(
+            (s, a) -> s.persist(PersistRequest.newBuilder().setSessionId(sessionId).build()));
     check(r.getPosition(), r.getCrc32C(), "Persist");
     return r.getHandle().toByteArray();
   }
@@ -154,10 +160,13 @@ public final class RecoverableStream extends OutputStream {
     flush();
     CloseForCommitResponse r =
         client.unary(
-            (s, a) -> s.closeForCommit(CloseForCommitRequest.newBuilder().setSessionId(sessionId).build()));
+            (s, a) ->
+                s.closeForCommit(
+                    CloseForCommitRequest.newBuilder().setSessionId(sessionId).build()));
     check(r.getSize(), r.getCrc32C(), "CloseForCommit");
     closed = true;
-    return new Committer(client, r.getHandle().toByteArray(), client.options.checksums ? r.getCrc32C() : null);
+    return new Committer(
+        client, r.getHandle().toByteArray(), client.options.checksums ? r.getCrc32C() : null);
   }
 
   /** Disposes of the stream with no durability promise (Flink's {@code close()}). */
@@ -187,7 +196,12 @@ public final class RecoverableStream extends OutputStream {
   private void check(long position, int serverCrc, String method) throws SluiceException {
     if (position != acked) {
       throw new SluiceException.Internal(
-          "session " + sessionId + ": the gateway is at byte " + position + ", this client at " + acked);
+          "session "
+              + sessionId
+              + ": the gateway is at byte "
+              + position
+              + ", this client at "
+              + acked);
     }
     if (client.options.checksums && serverCrc != crc32c()) {
       throw new SluiceException.DataLoss(
@@ -198,7 +212,8 @@ public final class RecoverableStream extends OutputStream {
   }
 
   private WriteRequest message(WriteCall c, long offset, byte[] data) {
-    WriteRequest.Builder m = WriteRequest.newBuilder().setOffset(offset).setData(ByteString.copyFrom(data));
+    WriteRequest.Builder m =
+        WriteRequest.newBuilder().setOffset(offset).setData(ByteString.copyFrom(data));
     if (c.first) {
       m.setSessionId(sessionId);
       c.first = false;
@@ -214,7 +229,8 @@ public final class RecoverableStream extends OutputStream {
   private void startCall() {
     WriteCall c = new WriteCall();
     c.requests =
-        client.writes
+        client
+            .writes
             .withDeadlineAfter(client.options.deadline.toMillis(), TimeUnit.MILLISECONDS)
             .write(c);
     call = c;
@@ -253,9 +269,13 @@ public final class RecoverableStream extends OutputStream {
       c.requests.onCompleted();
       Throwable failure;
       try {
-        Long position = c.done.get(client.options.deadline.toMillis() + 5000, TimeUnit.MILLISECONDS);
+        Long position =
+            c.done.get(client.options.deadline.toMillis() + 5000, TimeUnit.MILLISECONDS);
         if (position == null) {
-          failure = Status.INTERNAL.withDescription("the Write call ended without an answer").asRuntimeException();
+          failure =
+              Status.INTERNAL
+                  .withDescription("the Write call ended without an answer")
+                  .asRuntimeException();
         } else {
           settle(position);
           continue;
@@ -263,7 +283,10 @@ public final class RecoverableStream extends OutputStream {
       } catch (ExecutionException e) {
         failure = e.getCause();
       } catch (TimeoutException e) {
-        failure = Status.DEADLINE_EXCEEDED.withDescription("no answer to a Write call").asRuntimeException();
+        failure =
+            Status.DEADLINE_EXCEEDED
+                .withDescription("no answer to a Write call")
+                .asRuntimeException();
       } catch (InterruptedException e) {
         Thread.currentThread().interrupt();
         throw new SluiceException(Status.Code.CANCELLED, "interrupted while writing");
@@ -299,8 +322,14 @@ public final class RecoverableStream extends OutputStream {
     long end = acked + sentLength;
     if (position < acked || position > end) {
       throw new SluiceException.Internal(
-          "session " + sessionId + ": the gateway acknowledged byte " + position + ", this client sent "
-              + acked + ".." + end);
+          "session "
+              + sessionId
+              + ": the gateway acknowledged byte "
+              + position
+              + ", this client sent "
+              + acked
+              + ".."
+              + end);
     }
     long drop = position - acked;
     while (drop > 0) {

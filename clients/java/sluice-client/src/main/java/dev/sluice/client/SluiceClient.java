@@ -140,7 +140,9 @@ public final class SluiceClient implements AutoCloseable {
     }
 
     public SluiceClient build() {
-      if (options.chunkSize <= 0 || options.maxUnacked < options.chunkSize || options.retry.attempts() < 1) {
+      if (options.chunkSize <= 0
+          || options.maxUnacked < options.chunkSize
+          || options.retry.attempts() < 1) {
         throw new IllegalArgumentException(
             "chunk size "
                 + options.chunkSize
@@ -153,7 +155,8 @@ public final class SluiceClient implements AutoCloseable {
       List<ClientInterceptor> all = new ArrayList<>(interceptors);
       if (token != null) {
         Metadata headers = new Metadata();
-        headers.put(Metadata.Key.of("authorization", Metadata.ASCII_STRING_MARSHALLER), "Bearer " + token);
+        headers.put(
+            Metadata.Key.of("authorization", Metadata.ASCII_STRING_MARSHALLER), "Bearer " + token);
         all.add(MetadataUtils.newAttachHeadersInterceptor(headers));
       }
       return new SluiceClient(target, credentials, all, options);
@@ -166,7 +169,10 @@ public final class SluiceClient implements AutoCloseable {
   }
 
   private SluiceClient(
-      String target, ChannelCredentials credentials, List<ClientInterceptor> interceptors, Options options) {
+      String target,
+      ChannelCredentials credentials,
+      List<ClientInterceptor> interceptors,
+      Options options) {
     this.options = options;
     this.control = channel(target, credentials, interceptors, options);
     this.data = channel(target, credentials, interceptors, options);
@@ -175,7 +181,10 @@ public final class SluiceClient implements AutoCloseable {
   }
 
   private static ManagedChannel channel(
-      String target, ChannelCredentials credentials, List<ClientInterceptor> interceptors, Options options) {
+      String target,
+      ChannelCredentials credentials,
+      List<ClientInterceptor> interceptors,
+      Options options) {
     return Grpc.newChannelBuilder(target, credentials)
         .intercept(interceptors)
         .maxInboundMessageSize(64 << 20)
@@ -202,19 +211,21 @@ public final class SluiceClient implements AutoCloseable {
 
   /**
    * A unary call, again while attempts remain on UNAVAILABLE, and on an UNKNOWN or INTERNAL the
-   * gateway did not send (no {@code sluice-cause}): grpc-java reports a connection closed under a call
-   * as "UNKNOWN: channel closed". Every call is safe to repeat (a repeated Commit asks for
+   * gateway did not send (no {@code sluice-cause}): grpc-java reports a connection closed under a
+   * call as "UNKNOWN: channel closed". Every call is safe to repeat (a repeated Commit asks for
    * after_recovery).
    */
   <T> T unary(Attempt<T> call) throws SluiceException {
     for (int attempt = 0; ; attempt++) {
       try {
-        return call.call(rpc.withDeadlineAfter(options.deadline.toMillis(), TimeUnit.MILLISECONDS), attempt);
+        return call.call(
+            rpc.withDeadlineAfter(options.deadline.toMillis(), TimeUnit.MILLISECONDS), attempt);
       } catch (StatusRuntimeException e) {
         Status.Code code = e.getStatus().getCode();
         boolean transport =
             code == Status.Code.UNAVAILABLE
-                || ((code == Status.Code.UNKNOWN || code == Status.Code.INTERNAL) && !SluiceException.fromGateway(e));
+                || ((code == Status.Code.UNKNOWN || code == Status.Code.INTERNAL)
+                    && !SluiceException.fromGateway(e));
         if (!transport || attempt + 1 >= options.retry.attempts()) {
           throw SluiceException.of(e.getStatus());
         }
@@ -241,15 +252,21 @@ public final class SluiceClient implements AutoCloseable {
   /** Like {@link #open}, with the scheme's entropy key replaced; the stream's path says where. */
   public RecoverableStream openWithEntropy(String path) throws SluiceException {
     OpenResponse r =
-        unary((s, a) -> s.open(OpenRequest.newBuilder().setPath(path).setInjectEntropy(true).build()));
+        unary(
+            (s, a) ->
+                s.open(OpenRequest.newBuilder().setPath(path).setInjectEntropy(true).build()));
     return new RecoverableStream(this, r.getSessionId(), r.getPath(), 0, 0);
   }
 
   /** Continues the file of a resume handle at exactly its position; later bytes are discarded. */
   public RecoverableStream recover(byte[] handle) throws SluiceException {
     RecoverResponse r =
-        unary((s, a) -> s.recover(RecoverRequest.newBuilder().setHandle(ByteString.copyFrom(handle)).build()));
-    return new RecoverableStream(this, r.getSessionId(), r.getPath(), r.getPosition(), r.getCrc32C());
+        unary(
+            (s, a) ->
+                s.recover(
+                    RecoverRequest.newBuilder().setHandle(ByteString.copyFrom(handle)).build()));
+    return new RecoverableStream(
+        this, r.getSessionId(), r.getPath(), r.getPosition(), r.getCrc32C());
   }
 
   /** A committer for a commit (or resume) handle kept in a checkpoint. */
@@ -259,7 +276,10 @@ public final class SluiceClient implements AutoCloseable {
 
   /** Frees what only this resume handle keeps (tail objects); never fails because it was done. */
   public boolean cleanup(byte[] handle) throws SluiceException {
-    return unary((s, a) -> s.cleanup(CleanupRequest.newBuilder().setHandle(ByteString.copyFrom(handle)).build()))
+    return unary(
+            (s, a) ->
+                s.cleanup(
+                    CleanupRequest.newBuilder().setHandle(ByteString.copyFrom(handle)).build()))
         .getCleaned();
   }
 
@@ -283,7 +303,9 @@ public final class SluiceClient implements AutoCloseable {
     String token = "";
     while (true) {
       String page = token;
-      ListResponse r = unary((s, a) -> s.list(ListRequest.newBuilder().setPath(path).setPageToken(page).build()));
+      ListResponse r =
+          unary(
+              (s, a) -> s.list(ListRequest.newBuilder().setPath(path).setPageToken(page).build()));
       entries.addAll(r.getEntriesList());
       if (r.getNextPageToken().isEmpty()) {
         return entries;
@@ -294,7 +316,9 @@ public final class SluiceClient implements AutoCloseable {
 
   /** Removes a file, or a directory with {@code recursive}; false when there was nothing. */
   public boolean delete(String path, boolean recursive) throws SluiceException {
-    return unary((s, a) -> s.delete(DeleteRequest.newBuilder().setPath(path).setRecursive(recursive).build()))
+    return unary(
+            (s, a) ->
+                s.delete(DeleteRequest.newBuilder().setPath(path).setRecursive(recursive).build()))
         .getDeleted();
   }
 
@@ -313,7 +337,12 @@ public final class SluiceClient implements AutoCloseable {
     try {
       parts =
           rpc.withDeadlineAfter(options.deadline.toMillis(), TimeUnit.MILLISECONDS)
-              .read(ReadRequest.newBuilder().setPath(path).setOffset(offset).setLength(length).build());
+              .read(
+                  ReadRequest.newBuilder()
+                      .setPath(path)
+                      .setOffset(offset)
+                      .setLength(length)
+                      .build());
       // The first answer (or the error) before the stream is handed out.
       parts.hasNext();
     } catch (StatusRuntimeException e) {

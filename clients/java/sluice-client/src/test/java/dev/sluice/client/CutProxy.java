@@ -14,6 +14,7 @@ import java.util.concurrent.atomic.AtomicLong;
 public final class CutProxy implements AutoCloseable {
   private final ServerSocket listener;
   private final List<Socket> sockets = new ArrayList<>();
+
   /** Bytes each connection carried towards the gateway. */
   public final List<AtomicLong> upstream = new ArrayList<>();
 
@@ -49,7 +50,8 @@ public final class CutProxy implements AutoCloseable {
         new Thread(
             () -> {
               byte[] buf = new byte[65536];
-              try (InputStream in = from.getInputStream(); OutputStream out = to.getOutputStream()) {
+              try (InputStream in = from.getInputStream();
+                  OutputStream out = to.getOutputStream()) {
                 int n;
                 while ((n = in.read(buf)) > 0) {
                   out.write(buf, 0, n);

@@ -56,7 +56,8 @@ class SluiceClientTest {
   void writesPersistsRecoversAndCommits() throws Exception {
     byte[] data = pattern(300_000, 1);
     String target = gateway.uri("out/part-0");
-    try (SluiceClient client = SluiceClient.builder(gateway.address()).chunkSize(4096).maxUnacked(16384).build()) {
+    try (SluiceClient client =
+        SluiceClient.builder(gateway.address()).chunkSize(4096).maxUnacked(16384).build()) {
       RecoverableStream stream = client.open(target);
       assertEquals(target, stream.path());
       for (int i = 0; i < 100_000; i += 77) {
@@ -73,7 +74,8 @@ class SluiceClientTest {
       Committer committer = resumed.closeForCommit();
       assertFalse(Files.exists(gateway.files.resolve("out/part-0")), "visible before the commit");
       Committer.Committed committed = committer.commit();
-      assertEquals(new Committer.Committed(target, data.length, crc32c(data, 0, data.length)), committed);
+      assertEquals(
+          new Committer.Committed(target, data.length, crc32c(data, 0, data.length)), committed);
       assertArrayEquals(data, Files.readAllBytes(gateway.files.resolve("out/part-0")));
       try (InputStream in = client.read(target, 0, 0)) {
         assertArrayEquals(data, in.readAllBytes());
@@ -92,10 +94,12 @@ class SluiceClientTest {
   void failuresAreTypedByStatusCode() throws Exception {
     SluiceClient.Retry once = new SluiceClient.Retry(1, Duration.ofMillis(1), Duration.ofMillis(1));
     try (SluiceClient client = SluiceClient.builder(gateway.address()).retry(once).build()) {
-      SluiceException e = assertThrows(SluiceException.Unimplemented.class, () -> client.open("nope://bucket/x"));
+      SluiceException e =
+          assertThrows(SluiceException.Unimplemented.class, () -> client.open("nope://bucket/x"));
       assertEquals(Status.Code.UNIMPLEMENTED, e.code());
       assertTrue(e.details().contains("file"), e.details());
-      assertThrows(SluiceException.InvalidArgument.class, () -> client.recover("not a handle".getBytes()));
+      assertThrows(
+          SluiceException.InvalidArgument.class, () -> client.recover("not a handle".getBytes()));
       assertThrows(SluiceException.NotFound.class, () -> client.stat(gateway.uri("missing")));
       RecoverableStream stream = client.open(gateway.uri("typed/a"));
       stream.write("abc".getBytes());
@@ -150,7 +154,9 @@ class SluiceClientTest {
       stream.closeForCommit().commit();
       List<Long> carried = proxy.upstream.stream().map(a -> a.get()).sorted().toList();
       assertEquals(2, carried.size(), "bytes per connection: " + carried);
-      assertTrue(carried.get(0) < 64 << 10 && carried.get(1) >= 6 << 20, "bytes per connection: " + carried);
+      assertTrue(
+          carried.get(0) < 64 << 10 && carried.get(1) >= 6 << 20,
+          "bytes per connection: " + carried);
     }
   }
 
@@ -159,7 +165,9 @@ class SluiceClientTest {
     String token = "java-job-token";
     String digest =
         HexFormat.of()
-            .formatHex(MessageDigest.getInstance("SHA-256").digest(token.getBytes(StandardCharsets.UTF_8)));
+            .formatHex(
+                MessageDigest.getInstance("SHA-256")
+                    .digest(token.getBytes(StandardCharsets.UTF_8)));
     java.nio.file.Path dir = Files.createTempDirectory("sluice-java-auth-");
     try (TestGateway secured =
         new TestGateway(
@@ -169,11 +177,16 @@ class SluiceClientTest {
                 + "\nauth.principals.javajob.prefixes: file://"
                 + dir.resolve("files/jobs")
                 + "\n")) {
-      SluiceClient.Retry once = new SluiceClient.Retry(1, Duration.ofMillis(1), Duration.ofMillis(1));
+      SluiceClient.Retry once =
+          new SluiceClient.Retry(1, Duration.ofMillis(1), Duration.ofMillis(1));
       try (SluiceClient anonymous = SluiceClient.builder(secured.address()).retry(once).build();
-          SluiceClient client = SluiceClient.builder(secured.address()).bearerToken(token).retry(once).build()) {
-        assertThrows(SluiceException.Unauthenticated.class, () -> anonymous.open(secured.uri("jobs/part-0")));
-        assertThrows(SluiceException.PermissionDenied.class, () -> client.open(secured.uri("elsewhere")));
+          SluiceClient client =
+              SluiceClient.builder(secured.address()).bearerToken(token).retry(once).build()) {
+        assertThrows(
+            SluiceException.Unauthenticated.class,
+            () -> anonymous.open(secured.uri("jobs/part-0")));
+        assertThrows(
+            SluiceException.PermissionDenied.class, () -> client.open(secured.uri("elsewhere")));
         RecoverableStream stream = client.open(secured.uri("jobs/part-0"));
         stream.write("with a token".getBytes());
         stream.closeForCommit().commit();
@@ -187,7 +200,10 @@ class SluiceClientTest {
     byte[] data = pattern(100_000, 9);
     for (int split : new int[] {0, 1, 7, 4096, 99_999, 100_000}) {
       int joined =
-          Crc.combine(crc32c(data, 0, split), crc32c(data, split, data.length - split), data.length - split);
+          Crc.combine(
+              crc32c(data, 0, split),
+              crc32c(data, split, data.length - split),
+              data.length - split);
       assertEquals(crc32c(data, 0, data.length), joined, "split at " + split);
     }
   }

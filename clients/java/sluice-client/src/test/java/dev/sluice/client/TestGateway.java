@@ -14,8 +14,8 @@ import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 
 /**
- * {@code sluice serve} (the binary {@code SLUICE_BIN} names) on a loopback port, in a data dir of its
- * own; it can be killed with -9 and started again on the same port and data dir.
+ * {@code sluice serve} (the binary {@code SLUICE_BIN} names) on a loopback port, in a data dir of
+ * its own; it can be killed with -9 and started again on the same port and data dir.
  */
 public final class TestGateway implements AutoCloseable {
   public final Path dir;
@@ -53,7 +53,15 @@ public final class TestGateway implements AutoCloseable {
     }
     List<String> args =
         new ArrayList<>(
-            List.of(bin, "serve", "--listen", address, "--data-dir", dir.toString(), "--admin-listen", "off"));
+            List.of(
+                bin,
+                "serve",
+                "--listen",
+                address,
+                "--data-dir",
+                dir.toString(),
+                "--admin-listen",
+                "off"));
     if (!config.isEmpty()) {
       Path file = dir.resolve("sluice.yaml");
       Files.writeString(file, config);
@@ -66,7 +74,8 @@ public final class TestGateway implements AutoCloseable {
             () -> {
               Pattern pattern = Pattern.compile("address=(\\S+)");
               try (BufferedReader lines =
-                  new BufferedReader(new InputStreamReader(process.getErrorStream(), StandardCharsets.UTF_8))) {
+                  new BufferedReader(
+                      new InputStreamReader(process.getErrorStream(), StandardCharsets.UTF_8))) {
                 String line;
                 while ((line = lines.readLine()) != null) {
                   Matcher m = pattern.matcher(line);
@@ -77,7 +86,8 @@ public final class TestGateway implements AutoCloseable {
               } catch (IOException e) {
                 found.completeExceptionally(e);
               }
-              found.completeExceptionally(new IOException("sluice exited before it logged its address"));
+              found.completeExceptionally(
+                  new IOException("sluice exited before it logged its address"));
             });
     drain.setDaemon(true);
     drain.start();
