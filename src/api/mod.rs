@@ -239,7 +239,7 @@ impl StorageGateway for GatewayApi {
                     "the Write call sent no message: send at least one with a session_id".into(),
                 ))
             })?;
-        let guard = self.gateway.begin_write(&first.session_id, &caller)?;
+        let guard = self.gateway.begin_write(&first.session_id, &caller).await?;
         let mut bytes = first.data.len() as u64;
         check_crc32c(&first)?;
         let mut position = guard.append(first.offset, first.data).await?;

@@ -34,7 +34,7 @@ use session::Session;
 
 pub use namespace::{ListPage, Reading};
 pub use recovery::{Committed, Recovered};
-pub use session::{Issued, Opened, WriteGuard};
+pub use session::{Issued, Opened, WRITE_HANDOVER, WriteGuard};
 
 /// Fills in the current RPC span's target fields (see `edge::rpc_span`).
 fn trace_target(target: &Location) {

@@ -2,7 +2,6 @@
 //! Abort, and how a session ended.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 
@@ -15,6 +14,10 @@ use crate::location::Location;
 use crate::metrics::Metrics;
 use crate::proto::{HandleBody, HandleKind, SessionStatus, StagingRecord};
 use crate::state::{new_staging, session_record};
+
+/// How long a Write call waits for the session's previous Write call to end
+/// before it is refused with `ABORTED`.
+pub const WRITE_HANDOVER: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// A session Open started.
 #[derive(Debug, Clone)]
@@ -54,8 +57,8 @@ pub(super) struct Session {
     /// Its places in the principal's and the gateway's session caps, given
     /// back on drop.
     pub(super) _slot: (SessionSlot, GlobalSlot),
-    /// Set while a Write call is applying messages (one at a time).
-    pub(super) writing: AtomicBool,
+    /// Held by the Write call applying messages (one at a time).
+    pub(super) writing: Arc<tokio::sync::Semaphore>,
     pub(super) inner: tokio::sync::Mutex<SessionInner>,
     /// `sluice_bytes_written_total` of the session's scheme, looked up once
     /// rather than on every Write message.
@@ -257,7 +260,7 @@ impl Gateway {
                 .get_or_create(&Metrics::scheme(&target.scheme))
                 .clone(),
             target,
-            writing: AtomicBool::new(false),
+            writing: Arc::new(tokio::sync::Semaphore::new(1)),
             inner: tokio::sync::Mutex::new(SessionInner {
                 writer: Some(writer),
                 ended: None,
@@ -326,17 +329,30 @@ impl Gateway {
         removed
     }
 
-    /// Claims the session for one Write call; a concurrent call is refused.
-    pub fn begin_write(&self, session_id: &str, caller: &Caller) -> Result<WriteGuard> {
+    /// Claims the session for one Write call. A call that finds another
+    /// one still applying messages waits up to [`WRITE_HANDOVER`] for it to
+    /// end: a client that resends after its connection was cut often
+    /// arrives before the gateway has seen the cut. Past that it is refused.
+    pub async fn begin_write(&self, session_id: &str, caller: &Caller) -> Result<WriteGuard> {
         let session = self.live(session_id, caller)?;
-        if session.writing.swap(true, Ordering::AcqRel) {
-            return Err(Error::Aborted(format!(
-                "another Write call is in progress on session {session_id}; wait for it to finish, then continue from the position it acknowledged"
-            )));
-        }
+        let claim = session.writing.clone().acquire_owned();
+        let permit = match tokio::time::timeout(WRITE_HANDOVER, claim).await {
+            Ok(Ok(permit)) => permit,
+            _ => {
+                return Err(Error::Aborted(format!(
+                    "another Write call is in progress on session {session_id} and did not end within {}s; wait for it to finish, then continue from the position it acknowledged",
+                    WRITE_HANDOVER.as_secs()
+                )));
+            }
+        };
+        // The session may have ended while this call waited.
+        let session = self.live(session_id, caller)?;
         trace_target(&session.target);
         tracing::Span::current().record("session", session_id);
-        Ok(WriteGuard { session })
+        Ok(WriteGuard {
+            session,
+            _claim: permit,
+        })
     }
 
     /// Makes the session's bytes durable and returns a resume handle.
@@ -514,6 +530,7 @@ pub(super) fn handle_body(
 /// One Write call's claim on a session; released when dropped.
 pub struct WriteGuard {
     session: Arc<Session>,
+    _claim: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl WriteGuard {
@@ -580,11 +597,5 @@ async fn append_to(
         session.bytes_written.inc_by(len);
         debug_assert_eq!(end, position + len);
         Ok(end)
-    }
-}
-
-impl Drop for WriteGuard {
-    fn drop(&mut self) {
-        self.session.writing.store(false, Ordering::Release);
     }
 }

@@ -278,22 +278,45 @@ async fn hostile_requests_get_their_documented_codes_and_harm_no_one() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     assert!(claimed, "the first Write call's message was not applied");
+    // A second call waits for the first to end (a client resending after
+    // a cut connection often arrives before the gateway has seen the cut),
+    // and is refused only when the first is still open after that wait.
+    let waited = std::time::Instant::now();
     cat.case(
         "concurrent Write calls on one session",
         Code::Aborted,
         write_at(&mut c, &sid, position_now + 5, b"second").await,
     )
     .await;
+    assert!(
+        waited.elapsed() >= sluice::gateway::WRITE_HANDOVER,
+        "the second Write call was refused after {:?}, before the handover wait",
+        waited.elapsed()
+    );
+    let mut second_client = c.clone();
+    let second_sid = sid.clone();
+    let second = tokio::spawn(async move {
+        write_at(&mut second_client, &second_sid, position_now + 5, b"second").await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     drop(tx);
     assert_eq!(
         first.await.unwrap().unwrap().into_inner().position,
         position_now + 5
     );
+    assert_eq!(
+        second
+            .await
+            .unwrap()
+            .expect("the second Write call, once the first ended"),
+        position_now + 11,
+        "the waiting Write call applies its bytes after the first call ends"
+    );
     let oversized = vec![0u8; 2 << 20];
     cat.case(
         "message over rpc.max-message-size",
         Code::ResourceExhausted,
-        write_at(&mut c, &sid, position_now + 5, &oversized).await,
+        write_at(&mut c, &sid, position_now + 11, &oversized).await,
     )
     .await;
     let (_, size) = close(&mut c, &sid).await.unwrap();
