@@ -104,7 +104,9 @@ fn go_client_tests_pass() {
 /// cases that cannot pass named by `@Disabled` with their reason; a
 /// MiniCluster job with FileSink on s3:// through the plugin, with task
 /// failures and the gateway killed with -9 mid-run, every record once;
-/// then the plugin's shaded jar is packaged.
+/// the Flink-writer-against-sluice throughput job at a tiny size; the Java
+/// sources checked against google-java-format (spotless); then the
+/// plugin's shaded jar is packaged.
 #[test]
 fn java_client_and_flink_plugin_tests_pass() {
     let moto = Emulator::moto(None);
@@ -146,6 +148,14 @@ fn java_client_and_flink_plugin_tests_pass() {
     assert!(
         points.contains("Tests run: 4, Failures: 0, Errors: 0, Skipped: 0"),
         "{points}"
+    );
+    let speed = report(
+        "flink-fs-sluice",
+        "dev.sluice.flink.FlinkSinkThroughputTest",
+    );
+    assert!(
+        speed.contains("Tests run: 1, Failures: 0, Errors: 0, Skipped: 0"),
+        "{speed}"
     );
     let client = report("sluice-client", "dev.sluice.client.SluiceClientTest");
     assert!(
