@@ -228,7 +228,6 @@ class Backend:
             if not token:
                 return keys
 
-
     def hdfs_files(self, folder: str) -> List[str]:
         """Every file under `folder` (temp files included), relative to the
         job's output, through WebHDFS's LISTSTATUS."""
