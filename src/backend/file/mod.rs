@@ -43,6 +43,9 @@ const MAX_TARGET_NAME: usize = NAME_MAX - TEMP_NAME_EXTRA;
 
 /// Writes smaller than this are gathered before they reach the kernel.
 const WRITE_BUFFER: usize = 1024 * 1024;
+/// Once this many bytes were written since, the kernel is asked to start
+/// writing them to disk (see `FileWriter::write_out`).
+const WRITE_BEHIND: u64 = 8 * 1024 * 1024;
 
 /// The `file://` backend.
 pub struct FileBackend {
