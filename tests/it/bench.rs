@@ -1,4 +1,5 @@
-//! A smoke run of `sluice-bench suite --quick` (tiny sizes, one run) with
+//! A smoke run of `sluice-bench suite --quick --instructions` (tiny sizes,
+//! one run, and valgrind's instruction counts) with
 //! moto and a MiniDFSCluster, so the benchmark never rots; the full run is
 //! the README's command.
 
@@ -14,7 +15,14 @@ fn bench_suite_smoke_run_reports_every_scenario_and_baseline() {
     let dir = tempfile::tempdir().unwrap();
     let (json, svg) = (dir.path().join("bench.json"), dir.path().join("chart.svg"));
     let out = Command::new(bench_binary())
-        .args(["suite", "--quick", "--quiet", "--bucket", "bench"])
+        .args([
+            "suite",
+            "--quick",
+            "--quiet",
+            "--instructions",
+            "--bucket",
+            "bench",
+        ])
         .args(["--sluice", env!("CARGO_BIN_EXE_sluice")])
         .args(["--s3-endpoint", &moto.url()])
         .args(["--hdfs", &dfs.url])
@@ -65,7 +73,24 @@ fn bench_suite_smoke_run_reports_every_scenario_and_baseline() {
         .iter()
         .map(|f| f["name"].as_str().unwrap())
         .collect();
-    assert_eq!(figures.len(), 6, "{figures:?}");
+    assert_eq!(figures.len(), 10, "{figures:?}");
+    // Instructions per GiB, counted under callgrind for each scheme: real
+    // counts (a server that did nothing would count far below 0.1 G).
+    for scheme in ["memory", "file", "s3", "hdfs"] {
+        let counted = report["figures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| {
+                f["name"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(&format!("server instructions per GiB, {scheme}://"))
+            })
+            .unwrap_or_else(|| panic!("no instruction count for {scheme}: {figures:?}"));
+        let giga = counted["value"].as_f64().unwrap();
+        assert!(giga > 0.1 && giga < 1000.0, "{counted:#}");
+    }
     assert!(
         figures
             .iter()

@@ -60,6 +60,10 @@ impl Child {
         Ok(Child { process, addr })
     }
 
+    pub fn pid(&self) -> u32 {
+        self.process.id()
+    }
+
     pub fn stats(&self) -> ProcStats {
         proc_stats(self.process.id())
     }

@@ -39,12 +39,14 @@ pub const MIB: u64 = 1 << 20;
 pub const GIB: u64 = 1 << 30;
 
 mod child;
+mod count;
 mod report;
 mod runs;
 mod sink;
 pub mod soak;
 
 pub use child::*;
+pub use count::*;
 pub use report::*;
 pub use runs::*;
 pub use sink::*;

@@ -31,6 +31,9 @@ enum Cmd {
     Suite(SuiteArgs),
     /// One workload through sluice, with the baseline for its scheme.
     Run(RunArgs),
+    /// The server's instructions per GiB for one workload (valgrind's
+    /// callgrind): a count the host's load does not move.
+    Count(CountArgs),
     /// Many writers persisting on file:// for a long time (default 64 for
     /// 10 minutes), the server's RSS, fds and Persist latency every 10 s.
     Soak(SoakArgs),
@@ -85,6 +88,10 @@ struct SuiteArgs {
     /// Write the throughput-by-writers chart (SVG) to this file.
     #[arg(long)]
     svg: Option<PathBuf>,
+    /// Also count the server's instructions per GiB of each scheme under
+    /// valgrind's callgrind (64 MiB each; slow, but immune to the host's load).
+    #[arg(long)]
+    instructions: bool,
 }
 
 #[derive(clap::Args)]
@@ -108,6 +115,24 @@ struct RunArgs {
     /// Give each writer its own connection (HTTP/2 channel).
     #[arg(long)]
     connection_per_writer: bool,
+}
+
+#[derive(clap::Args)]
+struct CountArgs {
+    #[command(flatten)]
+    common: Common,
+    /// memory, file, s3 or hdfs.
+    #[arg(long, default_value = "file")]
+    scheme: String,
+    #[arg(long, default_value_t = 1)]
+    writers: usize,
+    #[arg(long, default_value = "64mb")]
+    file_size: String,
+    #[arg(long, default_value = "1mb")]
+    chunk: String,
+    /// Bytes between persists; 0: none.
+    #[arg(long, default_value = "8mb")]
+    persist_every: String,
 }
 
 #[derive(clap::Args)]
@@ -180,6 +205,7 @@ fn main() {
             Cmd::Sink { listen } => serve_sink(&listen).await,
             Cmd::Suite(args) => suite(args).await,
             Cmd::Run(args) => run_one(args).await,
+            Cmd::Count(args) => count_one(args).await,
             Cmd::Soak(args) => soak(args).await,
             Cmd::Chart { json, svg } => chart(&json, &svg),
         }
@@ -363,6 +389,30 @@ impl Bench {
             baseline_median_mib_per_s: b,
             ratio: a / b,
             goal: goal.to_string(),
+        })
+    }
+
+    /// The server's instructions per GiB for `w` at `base`, counted by
+    /// callgrind (a server of its own on the bench's data dir).
+    async fn instructions(&self, base: &str, w: &Workload) -> BenchResult<f64> {
+        let dir = self.dir.path().join("sluice");
+        let server = start_sluice_counted(&self.bin, &dir, &self.config)?;
+        let bar = self.bar(&format!("{base} under callgrind"), w.total());
+        let work = through_gateway(server.addr, base, w, &bar);
+        let ((_, paths), instructions) = counting(&server, &dir, work).await?;
+        bar.finish_and_clear();
+        delete_all(server.addr, &paths).await?;
+        Ok(instructions as f64 / (w.total() as f64 / GIB as f64))
+    }
+
+    /// The base URI of a scheme's scenarios.
+    fn base(&self, scheme: &str) -> BenchResult<String> {
+        Ok(match scheme {
+            "memory" => "memory://bench/run".to_string(),
+            "file" => format!("file://{}/run", self.files().display()),
+            "s3" => format!("s3://{}/run", self.common.bucket),
+            "hdfs" => "hdfs:///run".to_string(),
+            other => return Err(format!("--scheme {other}: use memory, file, s3 or hdfs").into()),
         })
     }
 
@@ -553,6 +603,33 @@ async fn suite(args: SuiteArgs) -> BenchResult<()> {
         });
     }
 
+    if args.instructions {
+        let w = one(
+            if q { 4 * MIB } else { 64 * MIB },
+            if q { MIB } else { 8 * MIB },
+        );
+        let mut schemes = vec!["memory", "file"];
+        if bench.s3.is_some() {
+            schemes.push("s3");
+        }
+        if bench.hdfs.is_some() {
+            schemes.push("hdfs");
+        }
+        for scheme in schemes {
+            let per_gib = bench.instructions(&bench.base(scheme)?, &w).await?;
+            figures.push(Figure {
+                name: format!(
+                    "server instructions per GiB, {scheme}:// ({} MiB, a persist every {} MiB, callgrind)",
+                    w.file_size >> 20,
+                    w.persist_every >> 20
+                ),
+                value: per_gib / 1e9,
+                unit: "G".into(),
+                goal: "-".into(),
+            });
+        }
+    }
+
     let sessions = if q { 200 } else { 10_000 };
     let bar = bench.bar("idle sessions", sessions as u64);
     let (before, with) =
@@ -604,13 +681,7 @@ async fn run_one(args: RunArgs) -> BenchResult<()> {
         connection_per_writer: args.connection_per_writer,
     };
     let bench = Bench::start(args.common)?;
-    let base = match args.scheme.as_str() {
-        "memory" => "memory://bench/run".to_string(),
-        "file" => format!("file://{}/run", bench.files().display()),
-        "s3" => format!("s3://{}/run", bench.common.bucket),
-        "hdfs" => "hdfs:///run".to_string(),
-        other => return Err(format!("--scheme {other}: use memory, file, s3 or hdfs").into()),
-    };
+    let base = bench.base(&args.scheme)?;
     let name = format!("{}://, {} writers", args.scheme, w.writers);
     let scenario = bench.scenario(&name, &base, &w, "-").await?;
     let report = Report {
@@ -619,6 +690,50 @@ async fn run_one(args: RunArgs) -> BenchResult<()> {
         scenarios: vec![scenario],
         concurrency: Vec::new(),
         figures: Vec::new(),
+    };
+    bench.emit(&report)
+}
+
+async fn count_one(args: CountArgs) -> BenchResult<()> {
+    let w = Workload {
+        writers: args.writers,
+        file_size: size("--file-size", &args.file_size)?,
+        chunk: size("--chunk", &args.chunk)? as usize,
+        persist_every: size("--persist-every", &args.persist_every)?,
+        files_per_writer: 1,
+        connection_per_writer: false,
+    };
+    let bench = Bench::start(args.common)?;
+    let base = bench.base(&args.scheme)?;
+    let mut counts = Vec::new();
+    for _ in 0..bench.common.runs {
+        counts.push(bench.instructions(&base, &w).await?);
+    }
+    let figure = Figure {
+        name: format!(
+            "server instructions per GiB, {}:// ({} writer(s), {} MiB each, a persist every {} bytes, callgrind)",
+            args.scheme,
+            w.writers,
+            w.file_size >> 20,
+            w.persist_every
+        ),
+        value: median(&mut counts) / 1e9,
+        unit: "G".into(),
+        goal: "-".into(),
+    };
+    eprintln!(
+        "runs (G per GiB): {:?}",
+        counts
+            .iter()
+            .map(|c| (c / 1e7).round() / 100.0)
+            .collect::<Vec<_>>()
+    );
+    let report = Report {
+        machine: machine(),
+        runs: bench.common.runs,
+        scenarios: Vec::new(),
+        concurrency: Vec::new(),
+        figures: vec![figure],
     };
     bench.emit(&report)
 }
