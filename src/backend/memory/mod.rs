@@ -95,44 +95,73 @@ impl MultipartStore for MemoryUploads {
         id: &MultipartId,
         parts: Vec<PartId>,
     ) -> object_store::Result<PutResult> {
-        let joined = {
-            let uploads = self.uploads.lock().unwrap();
-            let upload = uploads
-                .get(id)
-                .filter(|u| &u.path == path)
-                .ok_or_else(|| Self::no_such_upload(id))?;
-            let mut joined = Vec::new();
-            for (idx, part) in parts.iter().enumerate() {
-                match upload.parts.get(&idx) {
-                    Some((content_id, payload)) if *content_id == part.content_id => {
-                        joined.extend(payload.iter().cloned())
-                    }
-                    _ => {
-                        return Err(object_store::Error::Precondition {
-                            path: path.to_string(),
-                            source: format!("part {idx} of upload {id} is missing or was replaced")
-                                .into(),
-                        });
-                    }
-                }
+        // The upload is taken out while it is joined, so that each part
+        // can be let go of as soon as it is copied: the object and its
+        // parts are never held in full at once (a 1 GiB commit peaked at
+        // twice the file). A failed completion puts it back unchanged.
+        let upload = {
+            let mut uploads = self.uploads.lock().unwrap();
+            match uploads.get(id) {
+                Some(u) if &u.path == path => uploads.remove(id).unwrap(),
+                _ => return Err(Self::no_such_upload(id)),
             }
-            joined
         };
-        let payload: PutPayload = joined.into_iter().collect();
+        for (idx, part) in parts.iter().enumerate() {
+            if upload.parts.get(&idx).map(|(c, _)| c) != Some(&part.content_id) {
+                let missing = object_store::Error::Precondition {
+                    path: path.to_string(),
+                    source: format!("part {idx} of upload {id} is missing or was replaced").into(),
+                };
+                self.uploads.lock().unwrap().insert(id.clone(), upload);
+                return Err(missing);
+            }
+        }
+        let Upload {
+            path: at,
+            parts: mut staged,
+        } = upload;
+        let total: usize = (0..parts.len())
+            .map(|i| staged[&i].1.content_length())
+            .sum();
+        let mut joined = bytes::BytesMut::with_capacity(total);
+        // Where each listed part sits in `joined`, to give it back.
+        let mut listed = Vec::with_capacity(parts.len());
+        for idx in 0..parts.len() {
+            let (content_id, payload) = staged.remove(&idx).unwrap();
+            let start = joined.len();
+            for slice in payload.iter() {
+                joined.extend_from_slice(slice);
+            }
+            listed.push((idx, content_id, start..joined.len()));
+        }
+        let joined = joined.freeze();
         // Create-only, as sluice's completions are on S3 (If-None-Match:
         // *), answered as S3 answers: a failed precondition.
-        let result = match self
+        match self
             .objects
-            .put_opts(path, payload, PutMode::Create.into())
+            .put_opts(path, joined.clone().into(), PutMode::Create.into())
             .await
         {
-            Err(object_store::Error::AlreadyExists { path, source }) => {
-                return Err(object_store::Error::Precondition { path, source });
+            Ok(result) => Ok(result),
+            Err(e) => {
+                for (idx, content_id, range) in listed {
+                    staged.insert(idx, (content_id, joined.slice(range).into()));
+                }
+                self.uploads.lock().unwrap().insert(
+                    id.clone(),
+                    Upload {
+                        path: at,
+                        parts: staged,
+                    },
+                );
+                match e {
+                    object_store::Error::AlreadyExists { path, source } => {
+                        Err(object_store::Error::Precondition { path, source })
+                    }
+                    other => Err(other),
+                }
             }
-            other => other?,
-        };
-        self.uploads.lock().unwrap().remove(id);
-        Ok(result)
+        }
     }
 
     async fn abort_multipart(&self, _path: &Path, id: &MultipartId) -> object_store::Result<()> {
@@ -230,5 +259,81 @@ impl Configured for MemoryConfig {
 
     fn as_any(&self) -> &dyn std::any::Any {
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::ObjectStoreExt;
+
+    async fn staged(
+        uploads: &MemoryUploads,
+        path: &Path,
+        parts: &[&[u8]],
+    ) -> (String, Vec<PartId>) {
+        let id = uploads.create_multipart(path).await.unwrap();
+        let mut ids = Vec::new();
+        for (i, part) in parts.iter().enumerate() {
+            // Each part in two slices, as Write messages arrive.
+            let (a, b) = part.split_at(part.len() / 2);
+            let payload: PutPayload = vec![
+                bytes::Bytes::copy_from_slice(a),
+                bytes::Bytes::copy_from_slice(b),
+            ]
+            .into_iter()
+            .collect();
+            ids.push(uploads.put_part(path, &id, i, payload).await.unwrap());
+        }
+        (id, ids)
+    }
+
+    #[tokio::test]
+    async fn a_refused_completion_keeps_its_upload_whole() {
+        let objects = Arc::new(InMemory::new());
+        let uploads = MemoryUploads::new(objects.clone());
+        let path = Path::from("dir/target");
+        let (first, first_parts) = staged(&uploads, &path, &[b"first-0", b"first-1"]).await;
+        let (second, second_parts) =
+            staged(&uploads, &path, &[b"second-0", b"second-1", b"x"]).await;
+        uploads
+            .complete_multipart(&path, &first, first_parts)
+            .await
+            .unwrap();
+        let refused = uploads
+            .complete_multipart(&path, &second, second_parts[..2].to_vec())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(refused, object_store::Error::Precondition { .. }),
+            "{refused}"
+        );
+        let held = |o: Arc<InMemory>| async move {
+            o.get(&Path::from("dir/target"))
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap()
+        };
+        assert_eq!(held(objects.clone()).await.as_ref(), b"first-0first-1");
+        // A stale part list is still refused, and the upload still holds
+        // every part with its content id.
+        let mut stale = second_parts.clone();
+        stale[1].content_id = "stale".into();
+        assert!(
+            uploads
+                .complete_multipart(&path, &second, stale)
+                .await
+                .is_err()
+        );
+        assert_eq!(uploads.open_uploads(), 1);
+        objects.delete(&path).await.unwrap();
+        uploads
+            .complete_multipart(&path, &second, second_parts)
+            .await
+            .unwrap();
+        assert_eq!(held(objects.clone()).await.as_ref(), b"second-0second-1x");
+        assert_eq!(uploads.open_uploads(), 0);
     }
 }
