@@ -50,6 +50,7 @@ fn bench_suite_smoke_run_reports_every_scenario_and_baseline() {
         [
             "memory://, 1 writer",
             "file://, 1 writer",
+            "file://, 1 writer, fresh-buffer baseline",
             "s3:// (moto), 1 writer",
             "hdfs://, 1 writer"
         ]

@@ -126,7 +126,15 @@ pub async fn delete_all(addr: SocketAddr, paths: &[String]) -> BenchResult<()> {
 
 /// The file baseline: `std::fs` writes, `fsync` at the persist points,
 /// `fsync` + rename at the end (what a careful job does without sluice).
-pub async fn direct_file(dir: &Path, w: &Workload, bar: &ProgressBar) -> BenchResult<Run> {
+/// With `fresh`, each chunk is first copied into a buffer of its own, as a
+/// gateway receives every message into new memory; without, the same
+/// cache-hot buffer is written each time.
+pub async fn direct_file(
+    dir: &Path,
+    w: &Workload,
+    fresh: bool,
+    bar: &ProgressBar,
+) -> BenchResult<Run> {
     std::fs::create_dir_all(dir)?;
     let data = chunk_data(w.chunk);
     let started = Instant::now();
@@ -141,7 +149,12 @@ pub async fn direct_file(dir: &Path, w: &Workload, bar: &ProgressBar) -> BenchRe
                 let (mut written, mut next_persist) = (0u64, w.persist_every);
                 while written < w.file_size {
                     let n = (w.file_size - written).min(w.chunk as u64) as usize;
-                    f.write_all(&data[..n])?;
+                    if fresh {
+                        let received = data[..n].to_vec();
+                        f.write_all(std::hint::black_box(&received))?;
+                    } else {
+                        f.write_all(&data[..n])?;
+                    }
                     written += n as u64;
                     bar.inc(n as u64);
                     if w.persist_every > 0 && written >= next_persist && written < w.file_size {
