@@ -75,7 +75,8 @@ impl GatewayApi {
 
 /// A Write message's CRC32C, when it carries one, must be its data's:
 /// nothing of a damaged message is applied.
-fn check_crc32c(msg: &WriteRequest) -> Result<(), Status> {
+/// Checks a message's CRC32C when it carries one; returns it once checked.
+fn check_crc32c(msg: &WriteRequest) -> Result<Option<u32>, Status> {
     match msg.crc32c {
         Some(sent) if crc32c::crc32c(&msg.data) != sent => Err(Error::DataLoss(format!(
             "the Write message at offset {} ({} bytes) does not match its CRC32C {sent:#010x}: it was damaged on the way and nothing of it was applied; send it again",
@@ -83,7 +84,7 @@ fn check_crc32c(msg: &WriteRequest) -> Result<(), Status> {
             msg.data.len()
         ))
         .into()),
-        _ => Ok(()),
+        checked => Ok(checked),
     }
 }
 
@@ -241,8 +242,8 @@ impl StorageGateway for GatewayApi {
             })?;
         let guard = self.gateway.begin_write(&first.session_id, &caller).await?;
         let mut bytes = first.data.len() as u64;
-        check_crc32c(&first)?;
-        let mut position = guard.append(first.offset, first.data).await?;
+        let checked = check_crc32c(&first)?;
+        let mut position = guard.append(first.offset, first.data, checked).await?;
         if bytes > 0 {
             progress = tokio::time::Instant::now();
         }
@@ -255,9 +256,9 @@ impl StorageGateway for GatewayApi {
                 .into());
             }
             bytes += msg.data.len() as u64;
-            check_crc32c(&msg)?;
+            let checked = check_crc32c(&msg)?;
             let before = position;
-            position = guard.append(msg.offset, msg.data).await?;
+            position = guard.append(msg.offset, msg.data, checked).await?;
             if position > before {
                 progress = tokio::time::Instant::now();
             }
