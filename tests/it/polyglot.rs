@@ -204,10 +204,15 @@ fn harness_with(args: &[&str], env: &[(&str, std::path::PathBuf)]) -> serde_json
     summary
 }
 
+/// A thousand crashes, as issue 20 asks of the harness: 800,000 records
+/// in 3,200 parts, every named point for every victim (about 9 minutes on
+/// a debug build; `s3://` at that scale takes over an hour on moto, so it
+/// is run by hand with the README's command).
 #[test]
-fn exactly_once_under_crashes_on_file() {
-    let summary = harness(&["--backend", "file", "--crashes", "15"]);
-    assert!(summary["crashes"].as_u64().unwrap() >= 15);
+fn exactly_once_under_a_thousand_crashes_on_file() {
+    let summary = harness(&["--backend", "file", "--crashes", "1000"]);
+    assert!(summary["crashes"].as_u64().unwrap() >= 1000);
+    assert_eq!(summary["records"], 800_000, "{summary:#}");
 }
 
 #[test]
