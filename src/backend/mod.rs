@@ -129,6 +129,22 @@ pub struct BackendCapabilities {
     pub limits: StreamLimits,
 }
 
+impl BackendCapabilities {
+    /// A file system that stages in a temp file it can reopen and append
+    /// to (`file://`, `hdfs://`): resumable, nothing to clean up after a
+    /// commit, no part sizes, staging that outlives a restart.
+    pub fn appendable_file() -> BackendCapabilities {
+        BackendCapabilities {
+            supports_resume: true,
+            requires_cleanup: false,
+            min_part_size: 0,
+            max_concurrent_uploads: 0,
+            survives_restart: true,
+            limits: Default::default(),
+        }
+    }
+}
+
 /// The staging side of a scheme: a file staged, recovered, published and
 /// cleaned up (what the write protocol needs of a backend).
 #[async_trait]

@@ -186,14 +186,7 @@ impl FileBackend {
 #[async_trait]
 impl Stager for FileBackend {
     fn capabilities(&self) -> BackendCapabilities {
-        BackendCapabilities {
-            supports_resume: true,
-            requires_cleanup: false,
-            min_part_size: 0,
-            max_concurrent_uploads: 0,
-            survives_restart: true,
-            limits: Default::default(),
-        }
+        BackendCapabilities::appendable_file()
     }
 
     fn check_target(&self, target: &Location) -> Result<()> {
