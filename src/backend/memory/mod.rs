@@ -1,21 +1,24 @@
 //! `memory://NAME/...`: an in-process object store with S3's multipart
 //! semantics, for tests, demos and benchmarks.
 //!
-//! Objects live in object_store's `InMemory`. Multipart uploads do not,
-//! because `InMemory::complete_multipart` joins every part ever uploaded and
-//! ignores the part list it is given; a recovery that discards bytes written
-//! after a handle needs S3's behaviour instead: only the listed parts are
-//! joined, and each part has a content id (like an ETag) that changes when
-//! the part is uploaded again, so a stale part list is detected.
+//! Objects live in [`objects::MemoryObjects`], each as the buffers it
+//! arrived in. Multipart uploads have S3's behaviour (a recovery that
+//! discards bytes written after a handle needs it): only the listed parts
+//! make the object, and each part has a content id (like an ETag) that
+//! changes when the part is uploaded again, so a stale part list is
+//! detected.
+
+mod objects;
+
+pub use objects::MemoryObjects;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use object_store::memory::InMemory;
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
-use object_store::{MultipartId, ObjectStore, PutMode, PutPayload, PutResult};
+use object_store::{MultipartId, PutPayload, PutResult};
 
 use super::object::{ObjectBackend, ObjectStores, StoreResolver, UploadConfig, upload_config};
 use super::{BackendKind, BuildContext, Configured, Served};
@@ -25,7 +28,7 @@ use crate::settings::RawKeys;
 /// Multipart uploads of one memory store.
 #[derive(Debug)]
 pub struct MemoryUploads {
-    objects: Arc<InMemory>,
+    objects: Arc<MemoryObjects>,
     uploads: Mutex<HashMap<MultipartId, Upload>>,
 }
 
@@ -38,7 +41,7 @@ struct Upload {
 }
 
 impl MemoryUploads {
-    pub fn new(objects: Arc<InMemory>) -> MemoryUploads {
+    pub fn new(objects: Arc<MemoryObjects>) -> MemoryUploads {
         MemoryUploads {
             objects,
             uploads: Mutex::new(HashMap::new()),
@@ -95,73 +98,43 @@ impl MultipartStore for MemoryUploads {
         id: &MultipartId,
         parts: Vec<PartId>,
     ) -> object_store::Result<PutResult> {
-        // The upload is taken out while it is joined, so that each part
-        // can be let go of as soon as it is copied: the object and its
-        // parts are never held in full at once (a 1 GiB commit peaked at
-        // twice the file). A failed completion puts it back unchanged.
-        let upload = {
-            let mut uploads = self.uploads.lock().unwrap();
-            match uploads.get(id) {
-                Some(u) if &u.path == path => uploads.remove(id).unwrap(),
-                _ => return Err(Self::no_such_upload(id)),
-            }
-        };
-        for (idx, part) in parts.iter().enumerate() {
-            if upload.parts.get(&idx).map(|(c, _)| c) != Some(&part.content_id) {
-                let missing = object_store::Error::Precondition {
-                    path: path.to_string(),
-                    source: format!("part {idx} of upload {id} is missing or was replaced").into(),
-                };
-                self.uploads.lock().unwrap().insert(id.clone(), upload);
-                return Err(missing);
-            }
-        }
-        let Upload {
-            path: at,
-            parts: mut staged,
-        } = upload;
-        let total: usize = (0..parts.len())
-            .map(|i| staged[&i].1.content_length())
-            .sum();
-        let mut joined = bytes::BytesMut::with_capacity(total);
-        // Where each listed part sits in `joined`, to give it back.
+        // The object is made of the parts' slices as they are: no byte is
+        // copied, so a commit takes the same time for any size, and the
+        // file is never held twice. A refused completion leaves the upload
+        // as it was.
+        let mut uploads = self.uploads.lock().unwrap();
+        let upload = uploads
+            .get(id)
+            .filter(|u| &u.path == path)
+            .ok_or_else(|| Self::no_such_upload(id))?;
         let mut listed = Vec::with_capacity(parts.len());
-        for idx in 0..parts.len() {
-            let (content_id, payload) = staged.remove(&idx).unwrap();
-            let start = joined.len();
-            for slice in payload.iter() {
-                joined.extend_from_slice(slice);
+        for (idx, part) in parts.iter().enumerate() {
+            match upload.parts.get(&idx) {
+                Some((content_id, payload)) if content_id == &part.content_id => {
+                    listed.push(payload)
+                }
+                _ => {
+                    return Err(object_store::Error::Precondition {
+                        path: path.to_string(),
+                        source: format!("part {idx} of upload {id} is missing or was replaced")
+                            .into(),
+                    });
+                }
             }
-            listed.push((idx, content_id, start..joined.len()));
         }
-        let joined = joined.freeze();
         // Create-only, as sluice's completions are on S3 (If-None-Match:
         // *), answered as S3 answers: a failed precondition.
-        match self
-            .objects
-            .put_opts(path, joined.clone().into(), PutMode::Create.into())
-            .await
-        {
-            Ok(result) => Ok(result),
-            Err(e) => {
-                for (idx, content_id, range) in listed {
-                    staged.insert(idx, (content_id, joined.slice(range).into()));
-                }
-                self.uploads.lock().unwrap().insert(
-                    id.clone(),
-                    Upload {
-                        path: at,
-                        parts: staged,
-                    },
-                );
-                match e {
-                    object_store::Error::AlreadyExists { path, source } => {
-                        Err(object_store::Error::Precondition { path, source })
-                    }
-                    other => Err(other),
-                }
+        let result = match self.objects.create_from(path, &listed) {
+            Ok(result) => result,
+            Err(object_store::Error::AlreadyExists { path, source }) => {
+                return Err(object_store::Error::Precondition { path, source });
             }
-        }
+            Err(other) => return Err(other),
+        };
+        let done = uploads.remove(id);
+        drop(uploads);
+        drop(done);
+        Ok(result)
     }
 
     async fn abort_multipart(&self, _path: &Path, id: &MultipartId) -> object_store::Result<()> {
@@ -181,7 +154,7 @@ pub struct MemoryStores {
 }
 
 /// One memory store: its objects and its multipart uploads.
-pub type MemoryStore = (Arc<InMemory>, Arc<MemoryUploads>);
+pub type MemoryStore = (Arc<MemoryObjects>, Arc<MemoryUploads>);
 
 impl MemoryStores {
     /// The objects and uploads of store `name`.
@@ -191,7 +164,7 @@ impl MemoryStores {
             .unwrap()
             .entry(name.to_string())
             .or_insert_with(|| {
-                let objects = Arc::new(InMemory::new());
+                let objects = Arc::new(MemoryObjects::new());
                 let uploads = Arc::new(MemoryUploads::new(objects.clone()));
                 (objects, uploads)
             })
@@ -290,7 +263,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_completion_keeps_its_upload_whole() {
-        let objects = Arc::new(InMemory::new());
+        let objects = Arc::new(MemoryObjects::new());
         let uploads = MemoryUploads::new(objects.clone());
         let path = Path::from("dir/target");
         let (first, first_parts) = staged(&uploads, &path, &[b"first-0", b"first-1"]).await;
@@ -308,7 +281,7 @@ mod tests {
             matches!(refused, object_store::Error::Precondition { .. }),
             "{refused}"
         );
-        let held = |o: Arc<InMemory>| async move {
+        let held = |o: Arc<MemoryObjects>| async move {
             o.get(&Path::from("dir/target"))
                 .await
                 .unwrap()
