@@ -17,6 +17,73 @@ pub mod status;
 /// Largest `Read` message payload.
 pub const READ_CHUNK: usize = 1024 * 1024;
 
+/// `stream`'s bytes regrouped into pieces of `size` bytes (the last one
+/// shorter). A piece within one chunk of the store is a slice of it; only
+/// pieces that span chunks are copied together. An error ends the stream.
+pub fn messages(
+    stream: crate::backend::ByteStream,
+    size: usize,
+) -> impl futures::Stream<Item = crate::error::Result<bytes::Bytes>> {
+    use futures::StreamExt;
+    struct State {
+        stream: crate::backend::ByteStream,
+        held: std::collections::VecDeque<bytes::Bytes>,
+        len: usize,
+        ended: bool,
+    }
+    let start = State {
+        stream,
+        held: Default::default(),
+        len: 0,
+        ended: false,
+    };
+    futures::stream::unfold(start, move |mut st| async move {
+        loop {
+            if st.len >= size || (st.ended && st.len > 0) {
+                let want = size.min(st.len);
+                st.len -= want;
+                let front = st.held.front_mut().expect("held holds len bytes");
+                let piece = if front.len() >= want {
+                    let piece = front.split_to(want);
+                    if front.is_empty() {
+                        st.held.pop_front();
+                    }
+                    piece
+                } else {
+                    let mut joined = bytes::BytesMut::with_capacity(want);
+                    while joined.len() < want {
+                        let front = st.held.front_mut().expect("held holds len bytes");
+                        let take = (want - joined.len()).min(front.len());
+                        joined.extend_from_slice(&front.split_to(take));
+                        if front.is_empty() {
+                            st.held.pop_front();
+                        }
+                    }
+                    joined.freeze()
+                };
+                return Some((Ok(piece), st));
+            }
+            if st.ended {
+                return None;
+            }
+            match st.stream.next().await {
+                Some(Ok(chunk)) if chunk.is_empty() => {}
+                Some(Ok(chunk)) => {
+                    st.len += chunk.len();
+                    st.held.push_back(chunk);
+                }
+                Some(Err(e)) => {
+                    st.ended = true;
+                    st.held.clear();
+                    st.len = 0;
+                    return Some((Err(e), st));
+                }
+                None => st.ended = true,
+            }
+        }
+    })
+}
+
 /// Implements `sluice.v1.StorageGateway` over a [`Gateway`].
 #[derive(Clone)]
 pub struct GatewayApi {
@@ -120,25 +187,17 @@ impl StorageGateway for GatewayApi {
             .get_or_create(&crate::metrics::Metrics::scheme(&location.scheme))
             .clone();
         let mut offset = req.offset;
-        // At most READ_CHUNK bytes a message, whatever the store hands back,
-        // so clients with gRPC's default 4 MiB limit can read any file.
-        let responses = stream
-            .flat_map(|chunk| {
-                futures::stream::iter(match chunk {
-                    Ok(data) => (0..data.len())
-                        .step_by(READ_CHUNK)
-                        .map(|at| Ok(data.slice(at..(at + READ_CHUNK).min(data.len()))))
-                        .collect::<Vec<_>>(),
-                    Err(e) => vec![Err(e)],
-                })
-            })
-            .map(move |chunk| {
-                let data = chunk?;
-                let at = offset;
-                offset += data.len() as u64;
-                bytes_read.inc_by(data.len() as u64);
-                Ok(ReadResponse { offset: at, data })
-            });
+        // READ_CHUNK bytes a message (the last one less), whatever the store
+        // hands back: clients with gRPC's default 4 MiB limit can read any
+        // file, and a read of a small file is one message even when the
+        // store keeps it in pieces.
+        let responses = messages(stream, READ_CHUNK).map(move |chunk| {
+            let data = chunk?;
+            let at = offset;
+            offset += data.len() as u64;
+            bytes_read.inc_by(data.len() as u64);
+            Ok(ReadResponse { offset: at, data })
+        });
         Ok(Response::new(responses.boxed()))
     }
 
@@ -378,5 +437,57 @@ impl StorageGateway for GatewayApi {
             limit_timeout_ms: limits.timeout.map_or(0, |d| d.as_millis() as u64),
             limit_stream_timeout_ms: limits.stream_timeout.map_or(0, |d| d.as_millis() as u64),
         }))
+    }
+}
+
+#[cfg(test)]
+mod message_tests {
+    use super::*;
+    use futures::StreamExt;
+
+    async fn regrouped(chunks: &[&[u8]], size: usize) -> Vec<Vec<u8>> {
+        let stream = futures::stream::iter(
+            chunks
+                .iter()
+                .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+                .collect::<Vec<_>>(),
+        )
+        .boxed();
+        messages(stream, size)
+            .map(|m| m.unwrap().to_vec())
+            .collect()
+            .await
+    }
+
+    #[tokio::test]
+    async fn pieces_are_full_until_the_last() {
+        let got = regrouped(&[b"THIS IS A TEST 1.", b"", b"THIS IS A TEST 2."], 1024).await;
+        assert_eq!(got, [b"THIS IS A TEST 1.THIS IS A TEST 2.".to_vec()]);
+        let got = regrouped(&[b"abc", b"defgh", b"i", b"jklmnopq"], 4).await;
+        assert_eq!(got, [&b"abcd"[..], b"efgh", b"ijkl", b"mnop", b"q"]);
+        assert!(regrouped(&[], 4).await.is_empty());
+        assert!(regrouped(&[b""], 4).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_piece_inside_one_chunk_is_not_copied() {
+        let big = bytes::Bytes::from(vec![1u8; 10]);
+        let stream = futures::stream::iter(vec![Ok(big.clone())]).boxed();
+        let got: Vec<bytes::Bytes> = messages(stream, 4).map(|m| m.unwrap()).collect().await;
+        assert_eq!(got.iter().map(|b| b.len()).collect::<Vec<_>>(), [4, 4, 2]);
+        assert_eq!(got[1].as_ptr(), big[4..].as_ptr());
+    }
+
+    #[tokio::test]
+    async fn an_error_ends_the_stream() {
+        let stream = futures::stream::iter(vec![
+            Ok(bytes::Bytes::from_static(b"ab")),
+            Err(crate::error::Error::Internal("gone".into())),
+            Ok(bytes::Bytes::from_static(b"cd")),
+        ])
+        .boxed();
+        let got: Vec<_> = messages(stream, 4).collect().await;
+        assert_eq!(got.len(), 1);
+        assert!(got[0].is_err());
     }
 }
