@@ -110,7 +110,7 @@ fn bench_suite_smoke_run_reports_every_scenario_and_baseline() {
 /// workspace, so Cargo neither builds its binary for these tests nor names
 /// a `CARGO_BIN_EXE_` for it: the test builds it (a no-op when it is up to
 /// date), with the profile the tests were built with.
-fn bench_binary() -> std::path::PathBuf {
+pub(crate) fn bench_binary() -> std::path::PathBuf {
     let sluice = std::path::Path::new(env!("CARGO_BIN_EXE_sluice"));
     let mut build = Command::new(env!("CARGO"));
     build

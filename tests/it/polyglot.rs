@@ -104,9 +104,11 @@ fn go_client_tests_pass() {
 /// cases that cannot pass named by `@Disabled` with their reason; a
 /// MiniCluster job with FileSink on s3:// through the plugin, with task
 /// failures and the gateway killed with -9 mid-run, every record once;
-/// the Flink-writer-against-sluice throughput job at a tiny size; the Java
-/// sources checked against google-java-format (spotless); then the
-/// plugin's shaded jar is packaged.
+/// the Flink-writer-against-sluice throughput job at a tiny size; Flink's
+/// own writers writing sluice-bench's workload (FlinkWriterBaseline, on
+/// file:// and moto); the Java sources checked against google-java-format
+/// (spotless); then the plugin's shaded jar is packaged; last,
+/// `sluice-bench run --flink` on file:// and s3:// with what it built.
 #[test]
 fn java_client_and_flink_plugin_tests_pass() {
     let moto = Emulator::moto(None);
@@ -157,6 +159,14 @@ fn java_client_and_flink_plugin_tests_pass() {
         speed.contains("Tests run: 1, Failures: 0, Errors: 0, Skipped: 0"),
         "{speed}"
     );
+    let baseline = report(
+        "flink-fs-sluice",
+        "dev.sluice.flink.FlinkWriterBaselineTest",
+    );
+    assert!(
+        baseline.contains("Tests run: 2, Failures: 0, Errors: 0, Skipped: 0"),
+        "{baseline}"
+    );
     let client = report("sluice-client", "dev.sluice.client.SluiceClientTest");
     assert!(
         client.contains("Tests run: 6, Failures: 0, Errors: 0, Skipped: 0"),
@@ -166,6 +176,35 @@ fn java_client_and_flink_plugin_tests_pass() {
         dir.join("flink-fs-sluice/target/flink-fs-sluice-0.1.0.jar")
             .exists()
     );
+    // sluice-bench against Flink's own writers, with what this build left.
+    moto.create_bucket("bench");
+    for scheme in ["file", "s3"] {
+        let out = run_ok(
+            Command::new(crate::bench::bench_binary())
+                .args(["run", "--quiet", "--runs", "1", "--json", "-"])
+                .args(["--scheme", scheme, "--file-size", "12mb"])
+                .args(["--persist-every", "4mb", "--s3-endpoint", &moto.url()])
+                .args(["--sluice", env!("CARGO_BIN_EXE_sluice")])
+                .arg("--flink")
+                .arg(dir.join("flink-fs-sluice/target")),
+            "sluice-bench run --flink",
+        );
+        let report: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+        let s = &report["scenarios"][0];
+        let want = if scheme == "file" {
+            "Flink LocalRecoverableWriter (in a JVM)"
+        } else {
+            "Flink S3 RecoverableWriter (flink-s3-fs-hadoop)"
+        };
+        assert_eq!(s["baseline_name"], want, "{s:#}");
+        let flink = &s["baseline"][0];
+        // 12 MiB, persisted at 4 and 8 MiB, then committed, by Flink's writer.
+        assert_eq!(flink["bytes"], 12 << 20, "{s:#}");
+        assert_eq!(flink["persist"]["count"], 2, "{s:#}");
+        assert_eq!(flink["commit"]["count"], 1, "{s:#}");
+        assert!(flink["mib_per_s"].as_f64().unwrap() > 0.0, "{s:#}");
+        assert!(s["ratio"].as_f64().unwrap() > 0.0, "{s:#}");
+    }
 }
 
 /// The crash harness's summary, as JSON.

@@ -81,6 +81,13 @@ struct Common {
     /// one cache-hot buffer again and again.
     #[arg(long)]
     fresh_buffers: bool,
+    /// Flink's own writers as the baselines of file:// and s3:// (its
+    /// LocalRecoverableWriter; flink-s3-fs-hadoop's S3 writer), run in a
+    /// JVM: the `target` folder of clients/java/flink-fs-sluice after
+    /// `mvn install -DskipTests` in clients/java. `run` uses them in place
+    /// of the direct writes; `suite` adds them as scenarios of their own.
+    #[arg(long)]
+    flink: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -265,6 +272,18 @@ impl Drop for Scratch {
     }
 }
 
+/// What a scenario's baseline is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Against {
+    /// The scheme's direct write (std::fs, object_store, hdfs-native) or,
+    /// for memory://, the transport ceiling.
+    Direct,
+    /// file://: the direct write, from a fresh buffer per chunk.
+    FreshBuffers,
+    /// file:// and s3://: Flink's own recoverable writer (`--flink`).
+    Flink,
+}
+
 /// What the scenarios share: how to start sluice, the sink, a scratch dir.
 /// Every measurement gets a sluice process of its own: a process that held
 /// a 1 GiB memory:// file keeps those pages, and would hide the RSS of what
@@ -342,23 +361,36 @@ impl Bench {
         w: &Workload,
         goal: &str,
     ) -> BenchResult<Scenario> {
-        self.scenario_with(name, base, w, goal, self.common.fresh_buffers)
-            .await
+        let against = if self.common.flink.is_some() {
+            Against::Flink
+        } else if self.common.fresh_buffers {
+            Against::FreshBuffers
+        } else {
+            Against::Direct
+        };
+        self.scenario_with(name, base, w, goal, against).await
     }
 
-    /// As `scenario`; `fresh` picks the file:// baseline that copies each
-    /// chunk into a new buffer.
+    /// As `scenario`, against the baseline `against` picks.
     async fn scenario_with(
         &self,
         name: &str,
         base: &str,
         w: &Workload,
         goal: &str,
-        fresh: bool,
+        against: Against,
     ) -> BenchResult<Scenario> {
         let scheme = base.split("://").next().unwrap_or("");
         let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        let fresh = against == Against::FreshBuffers;
+        let flink = self
+            .common
+            .flink
+            .as_deref()
+            .filter(|_| against == Against::Flink && matches!(scheme, "file" | "s3"));
         let baseline_name = match scheme {
+            "file" if flink.is_some() => "Flink LocalRecoverableWriter (in a JVM)",
+            "s3" if flink.is_some() => "Flink S3 RecoverableWriter (flink-s3-fs-hadoop)",
             "memory" => "transport ceiling",
             "file" if fresh => "std::fs, fresh buffers + fsync + rename",
             "file" => "std::fs + fsync + rename",
@@ -370,14 +402,38 @@ impl Bench {
             ours.push(measured_sluice(&self.fresh()?, base, w, &bar).await?);
             bar.finish_and_clear();
             let bar = self.bar(&format!("{name} #{}: baseline", run + 1), w.total());
-            let baseline = match scheme {
-                "memory" => {
+            let baseline = match (scheme, flink) {
+                ("file", Some(dir)) => {
+                    let at = self.dir.path().join("flink");
+                    std::fs::create_dir_all(&at)?;
+                    flink_writer(dir, &format!("file://{}", at.display()), w, &[], &bar).await?
+                }
+                ("s3", Some(dir)) => {
+                    let endpoint = self
+                        .common
+                        .s3_endpoint
+                        .as_deref()
+                        .ok_or("an s3:// scenario needs --s3-endpoint")?;
+                    let conf = [
+                        format!("s3.endpoint={endpoint}"),
+                        "s3.endpoint.region=us-east-1".into(),
+                        "s3.path.style.access=true".into(),
+                        "s3.access-key=test".into(),
+                        "s3.secret-key=test".into(),
+                        // sluice's parts in flight and part size.
+                        "s3.upload.max.concurrent.uploads=4".into(),
+                        "s3.upload.min.part.size=5242880".into(),
+                    ];
+                    let dir_uri = format!("s3://{}/flink", self.common.bucket);
+                    flink_writer(dir, &dir_uri, w, &conf, &bar).await?
+                }
+                ("memory", _) => {
                     through_gateway(self.sink.addr, "sink://x", w, &bar)
                         .await?
                         .0
                 }
-                "file" => direct_file(&self.dir.path().join("direct"), w, fresh, &bar).await?,
-                "hdfs" => {
+                ("file", _) => direct_file(&self.dir.path().join("direct"), w, fresh, &bar).await?,
+                ("hdfs", _) => {
                     let client = self
                         .hdfs
                         .as_ref()
@@ -495,24 +551,51 @@ async fn suite(args: SuiteArgs) -> BenchResult<()> {
                 &files,
                 &one(big, every),
                 ">= 0.90",
-                true,
+                Against::FreshBuffers,
             )
             .await?,
     );
+    if bench.common.flink.is_some() {
+        scenarios.push(
+            bench
+                .scenario_with(
+                    "file://, 1 writer, Flink's writer",
+                    &files,
+                    &one(big, every),
+                    ">= 1.0",
+                    Against::Flink,
+                )
+                .await?,
+        );
+    }
     let mut figures = Vec::new();
     if bench.s3.is_some() {
         let size = if q { 12 * MIB } else { 256 * MIB };
         let base = format!("s3://{}/bench", bench.common.bucket);
         scenarios.push(
             bench
-                .scenario(
+                .scenario_with(
                     "s3:// (moto), 1 writer",
                     &base,
                     &one(size, every),
-                    ">= 0.90",
+                    ">= 0.95",
+                    Against::Direct,
                 )
                 .await?,
         );
+        if bench.common.flink.is_some() {
+            scenarios.push(
+                bench
+                    .scenario_with(
+                        "s3:// (moto), 1 writer, Flink's writer",
+                        &base,
+                        &one(size, every),
+                        ">= 1.0",
+                        Against::Flink,
+                    )
+                    .await?,
+            );
+        }
         // Memory of one large upload (no baseline).
         let size = if q { 12 * MIB } else { GIB };
         let bar = bench.bar("s3:// memory of one upload", size);

@@ -364,3 +364,79 @@ pub async fn idle_sessions(
     }
     Ok((before, with))
 }
+
+/// The Flink baseline: the same workload written by Flink's own
+/// recoverable writer for `dir_uri` (LocalRecoverableWriter on file://,
+/// flink-s3-fs-hadoop's on s3://) in a JVM, `FlinkWriterBaseline` of
+/// clients/java/flink-fs-sluice; `flink` is that module's `target` folder
+/// after `mvn install -DskipTests`. The JVM writes a warm-up file first and
+/// times only the workload; `conf` is Flink configuration (`key=value`).
+pub async fn flink_writer(
+    flink: &Path,
+    dir_uri: &str,
+    w: &Workload,
+    conf: &[String],
+    bar: &ProgressBar,
+) -> BenchResult<Run> {
+    let listed = flink.join("bench.classpath");
+    let deps = std::fs::read_to_string(&listed).map_err(|e| {
+        format!(
+            "{}: {e}; build it first: cd clients/java && mvn -B -q install -DskipTests",
+            listed.display()
+        )
+    })?;
+    // Not the plugin's own classes: Flink's factories alone serve the URI.
+    let classpath = format!("{}:{}", flink.join("test-classes").display(), deps.trim());
+    bar.set_message("Flink's writer, in a JVM (warm-up file first)");
+    let mut java = Command::new("java");
+    java.arg("-cp")
+        .arg(classpath)
+        .arg("dev.sluice.flink.FlinkWriterBaseline")
+        .arg(dir_uri)
+        .args([
+            w.file_size.to_string(),
+            w.chunk.to_string(),
+            w.persist_every.to_string(),
+            w.writers.to_string(),
+            w.files_per_writer.to_string(),
+        ])
+        .args(conf)
+        .env("FLINK_PLUGINS_DIR", flink.join("flink-plugins"))
+        .stdin(Stdio::null());
+    let out = tokio::task::spawn_blocking(move || java.output())
+        .await?
+        .map_err(|e| format!("cannot start java for the Flink baseline: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "the Flink baseline failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .ok_or_else(|| format!("the Flink baseline printed no result: {stdout}"))?;
+    let v: serde_json::Value = serde_json::from_str(line)?;
+    let seconds = v["seconds"]
+        .as_f64()
+        .ok_or("the Flink baseline gave no seconds")?;
+    let histogram = |key: &str| -> BenchResult<Histogram<u64>> {
+        let mut h = Histogram::<u64>::new(3)?;
+        for us in v[key]
+            .as_array()
+            .ok_or("the Flink baseline's result lacks a list")?
+        {
+            h.record(us.as_u64().unwrap_or(0).max(1))?;
+        }
+        Ok(h)
+    };
+    bar.inc(w.total());
+    let mut run = Run::timed(w.total(), seconds);
+    run.persist = Latency::of(&histogram("persist_us")?);
+    run.commit = Latency::of(&histogram("commit_us")?);
+    Ok(run)
+}
