@@ -32,6 +32,7 @@ pub mod api;
 pub mod auth;
 pub mod backend;
 pub mod config;
+pub mod crc;
 pub mod edge;
 pub mod error;
 pub mod gateway;

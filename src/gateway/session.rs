@@ -16,10 +16,10 @@ use crate::proto::{HandleBody, HandleKind, SessionStatus, StagingRecord};
 use crate::state::{new_staging, session_record};
 
 /// From this size on, a message's checked CRC32C is combined into the
-/// file's rather than computed again over its bytes (combining costs tens
-/// of thousands of instructions whatever the size; a pass about half an
-/// instruction per byte).
-const COMBINE_FROM: usize = 64 * 1024;
+/// file's rather than computed again over its bytes (combining costs a few
+/// hundred instructions whatever the size, `crate::crc`; a pass about half
+/// an instruction per byte).
+const COMBINE_FROM: usize = 4 * 1024;
 
 /// How long a Write call waits for the session's previous Write call to end
 /// before it is refused with `ABORTED`.
@@ -600,7 +600,7 @@ async fn append_to(
             // without a second pass over the bytes; for small messages
             // the pass costs less than the joining.
             Some(c) if skip == 0 && fresh.len() >= COMBINE_FROM => {
-                crc32c::crc32c_combine(inner.crc, c, fresh.len())
+                crate::crc::combine(inner.crc, c, fresh.len() as u64)
             }
             _ => crc32c::crc32c_append(inner.crc, &fresh),
         };

@@ -41,8 +41,11 @@ const TEMP_NAME_EXTRA: usize = 1 + ".inprogress.".len() + 36;
 /// The longest target file name whose temp file name still fits.
 const MAX_TARGET_NAME: usize = NAME_MAX - TEMP_NAME_EXTRA;
 
-/// Writes smaller than this are gathered before they reach the kernel.
+/// Small writes are gathered up to this many bytes before they reach the
+/// kernel.
 const WRITE_BUFFER: usize = 1024 * 1024;
+/// Writes this large or larger go to the kernel as they are.
+const GATHER_BELOW: usize = 128 * 1024;
 /// Once this many bytes were written since, the kernel is asked to start
 /// writing them to disk (see `FileWriter::write_out`).
 const WRITE_BEHIND: u64 = 8 * 1024 * 1024;

@@ -13,7 +13,7 @@ pub(super) struct FileWriter {
     pub(super) identity: Option<(u64, u64)>,
     /// Closed for commit: no more writes.
     pub(super) closed: bool,
-    /// Small writes gathered until `WRITE_BUFFER` bytes.
+    /// Writes under `GATHER_BELOW` bytes, gathered until `WRITE_BUFFER`.
     pub(super) buffer: Vec<u8>,
     pub(super) staging_id: String,
     /// The temp file's path as text.
@@ -175,7 +175,10 @@ impl StagedWriter for FileWriter {
     }
 
     async fn write(&mut self, data: Bytes) -> Result<()> {
-        if self.buffer.len() + data.len() <= WRITE_BUFFER {
+        // A large write reaches the kernel as it came, never copied (every
+        // other 1 MiB message used to be copied into the buffer: half the
+        // user-space copies of a file:// write); small ones are gathered.
+        if data.len() < GATHER_BELOW && self.buffer.len() + data.len() <= WRITE_BUFFER {
             self.buffer.extend_from_slice(&data);
             Ok(())
         } else {
