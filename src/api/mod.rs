@@ -42,24 +42,10 @@ pub fn messages(
             if st.len >= size || (st.ended && st.len > 0) {
                 let want = size.min(st.len);
                 st.len -= want;
-                let front = st.held.front_mut().expect("held holds len bytes");
-                let piece = if front.len() >= want {
-                    let piece = front.split_to(want);
-                    if front.is_empty() {
-                        st.held.pop_front();
-                    }
-                    piece
-                } else {
-                    let mut joined = bytes::BytesMut::with_capacity(want);
-                    while joined.len() < want {
-                        let front = st.held.front_mut().expect("held holds len bytes");
-                        let take = (want - joined.len()).min(front.len());
-                        joined.extend_from_slice(&front.split_to(take));
-                        if front.is_empty() {
-                            st.held.pop_front();
-                        }
-                    }
-                    joined.freeze()
+                let slices = crate::backend::take_front(&mut st.held, want);
+                let piece = match <[bytes::Bytes; 1]>::try_from(slices) {
+                    Ok([one]) => one,
+                    Err(slices) => bytes::Bytes::from(slices.concat()),
                 };
                 return Some((Ok(piece), st));
             }

@@ -284,6 +284,22 @@ impl Page {
 /// A stream of file contents.
 pub type ByteStream = futures::stream::BoxStream<'static, Result<Bytes>>;
 
+/// Takes the first `n` bytes of `queue` as the slices they lie in (the last
+/// one split off, its rest left at the front): no byte is copied. `queue`
+/// must hold at least `n` bytes.
+pub fn take_front(queue: &mut std::collections::VecDeque<Bytes>, mut n: usize) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    while n > 0 {
+        let mut front = queue.pop_front().expect("the queue holds n bytes");
+        if front.len() > n {
+            queue.push_front(front.split_off(n));
+        }
+        n -= front.len();
+        out.push(front);
+    }
+    out
+}
+
 /// One file or directory, as the read side reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {

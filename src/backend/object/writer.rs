@@ -89,20 +89,10 @@ impl ObjectWriter {
     }
 
     /// Takes the first `n` pending bytes.
-    fn take(&mut self, mut n: u64) -> Vec<Bytes> {
+    fn take(&mut self, n: u64) -> Vec<Bytes> {
         self.seal_gather();
-        let mut out = Vec::new();
         self.pending_len -= n;
-        while n > 0 {
-            let mut front = self.pending.pop_front().expect("pending holds n bytes");
-            if front.len() as u64 > n {
-                let rest = front.split_off(n as usize);
-                self.pending.push_front(rest);
-            }
-            n -= front.len() as u64;
-            out.push(front);
-        }
-        out
+        crate::backend::take_front(&mut self.pending, n as usize)
     }
 
     fn start_part(&mut self, slices: Vec<Bytes>) -> Result<()> {
