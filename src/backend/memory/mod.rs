@@ -124,16 +124,17 @@ impl MultipartStore for MemoryUploads {
         }
         // Create-only, as sluice's completions are on S3 (If-None-Match:
         // *), answered as S3 answers: a failed precondition.
-        let result = match self.objects.create_from(path, &listed) {
-            Ok(result) => result,
-            Err(object_store::Error::AlreadyExists { path, source }) => {
-                return Err(object_store::Error::Precondition { path, source });
-            }
-            Err(other) => return Err(other),
-        };
-        let done = uploads.remove(id);
-        drop(uploads);
-        drop(done);
+        let result = self
+            .objects
+            .create_from(path, &listed)
+            .map_err(|e| match e {
+                object_store::Error::AlreadyExists { path, source } => {
+                    object_store::Error::Precondition { path, source }
+                }
+                other => other,
+            })?;
+        // The object holds the parts' slices now: nothing is freed here.
+        uploads.remove(id);
         Ok(result)
     }
 

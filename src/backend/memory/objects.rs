@@ -102,6 +102,11 @@ fn not_found(location: &Path) -> object_store::Error {
     }
 }
 
+/// The slices of `parts`, in order, as one payload (no byte copied).
+fn concatenated<'a>(parts: impl IntoIterator<Item = &'a PutPayload>) -> PutPayload {
+    parts.into_iter().flat_map(|p| p.iter().cloned()).collect()
+}
+
 /// Stores `slices` at `location` as they are, as `mode` allows.
 fn put_slices(
     shared: &RwLock<Objects>,
@@ -179,17 +184,6 @@ impl MemoryObjects {
             .ok_or_else(|| not_found(location))
     }
 
-    /// Stores `slices` at `location` as they are, as `mode` allows.
-    pub fn put_slices(
-        &self,
-        location: &Path,
-        slices: PutPayload,
-        mode: PutMode,
-        attributes: Attributes,
-    ) -> object_store::Result<PutResult> {
-        put_slices(&self.objects, location, slices, mode, attributes)
-    }
-
     /// Creates `location` from the slices of `parts`, in order, without
     /// copying a byte; `AlreadyExists` when something is there.
     pub fn create_from(
@@ -197,11 +191,18 @@ impl MemoryObjects {
         location: &Path,
         parts: &[&PutPayload],
     ) -> object_store::Result<PutResult> {
-        let slices: PutPayload = parts.iter().flat_map(|p| p.iter().cloned()).collect();
-        self.put_slices(location, slices, PutMode::Create, Attributes::new())
+        let slices = concatenated(parts.iter().copied());
+        put_slices(
+            &self.objects,
+            location,
+            slices,
+            PutMode::Create,
+            Attributes::new(),
+        )
     }
 
-    fn entries_under(&self, prefix: Option<&Path>) -> Vec<(Path, ObjectMeta)> {
+    /// The objects below `prefix` (as a path), in key order.
+    fn entries_under(&self, prefix: Option<&Path>) -> Vec<ObjectMeta> {
         let root = Path::default();
         let prefix = prefix.unwrap_or(&root);
         self.objects
@@ -215,7 +216,7 @@ impl MemoryObjects {
                 key.prefix_match(prefix)
                     .is_some_and(|mut rest| rest.next().is_some())
             })
-            .map(|(key, object)| (key.clone(), object.meta(key)))
+            .map(|(key, object)| object.meta(key))
             .collect()
     }
 }
@@ -228,7 +229,7 @@ impl ObjectStore for MemoryObjects {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
-        self.put_slices(location, payload, opts.mode, opts.attributes)
+        put_slices(&self.objects, location, payload, opts.mode, opts.attributes)
     }
 
     async fn put_multipart_opts(
@@ -296,7 +297,7 @@ impl ObjectStore for MemoryObjects {
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
         let entries = self.entries_under(prefix);
-        futures::stream::iter(entries.into_iter().map(|(_, meta)| Ok(meta))).boxed()
+        futures::stream::iter(entries.into_iter().map(Ok)).boxed()
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
@@ -304,15 +305,21 @@ impl ObjectStore for MemoryObjects {
         let base = prefix.unwrap_or(&root);
         let mut common_prefixes = BTreeSet::new();
         let mut objects = Vec::new();
-        for (key, meta) in self.entries_under(prefix) {
-            let mut rest = key
-                .prefix_match(base)
-                .expect("entries are under the prefix");
-            let first = rest.next().expect("entries are below the prefix");
-            if rest.next().is_some() {
-                common_prefixes.insert(base.clone().join(first));
-            } else {
-                objects.push(meta);
+        for meta in self.entries_under(prefix) {
+            // The first path segment below the prefix, when more follow.
+            let dir = {
+                let mut rest = meta
+                    .location
+                    .prefix_match(base)
+                    .expect("entries are under the prefix");
+                let first = rest.next().expect("entries are below the prefix");
+                rest.next().is_some().then(|| base.clone().join(first))
+            };
+            match dir {
+                Some(dir) => {
+                    common_prefixes.insert(dir);
+                }
+                None => objects.push(meta),
             }
         }
         Ok(ListResult {
@@ -333,8 +340,7 @@ impl ObjectStore for MemoryObjects {
             CopyMode::Overwrite => PutMode::Overwrite,
             CopyMode::Create => PutMode::Create,
         };
-        self.put_slices(to, object.slices, mode, object.attributes)
-            .map(|_| ())
+        put_slices(&self.objects, to, object.slices, mode, object.attributes).map(|_| ())
     }
 }
 
@@ -356,10 +362,7 @@ impl MultipartUpload for Upload {
     }
 
     async fn complete(&mut self) -> object_store::Result<PutResult> {
-        let slices: PutPayload = std::mem::take(&mut self.parts)
-            .iter()
-            .flat_map(|p| p.iter().cloned())
-            .collect();
+        let slices = concatenated(&std::mem::take(&mut self.parts));
         put_slices(
             &self.objects,
             &self.location,
