@@ -272,6 +272,18 @@ impl Drop for Scratch {
     }
 }
 
+/// The S3 keys sluice and Flink both take (the same names, as sluice
+/// follows Flink's) for the emulator at `endpoint`. Only the region's key
+/// differs: `s3.region` for sluice, `s3.endpoint.region` for Flink.
+fn s3_keys(endpoint: &str) -> [(&'static str, String); 4] {
+    [
+        ("s3.endpoint", endpoint.to_string()),
+        ("s3.access-key", "test".into()),
+        ("s3.secret-key", "test".into()),
+        ("s3.path.style.access", "true".into()),
+    ]
+}
+
 /// What a scenario's baseline is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Against {
@@ -305,9 +317,10 @@ impl Bench {
         let mut config = String::new();
         let mut s3 = None;
         if let Some(endpoint) = &common.s3_endpoint {
-            config += &format!(
-                "s3.endpoint: {endpoint}\ns3.access-key: test\ns3.secret-key: test\ns3.region: us-east-1\ns3.path.style.access: true\n"
-            );
+            for (key, value) in s3_keys(endpoint) {
+                config += &format!("{key}: {value}\n");
+            }
+            config += "s3.region: us-east-1\n";
             let store = object_store::aws::AmazonS3Builder::new()
                 .with_endpoint(endpoint)
                 .with_bucket_name(&common.bucket)
@@ -414,16 +427,16 @@ impl Bench {
                         .s3_endpoint
                         .as_deref()
                         .ok_or("an s3:// scenario needs --s3-endpoint")?;
-                    let conf = [
-                        format!("s3.endpoint={endpoint}"),
+                    let mut conf: Vec<String> = s3_keys(endpoint)
+                        .iter()
+                        .map(|(key, value)| format!("{key}={value}"))
+                        .collect();
+                    conf.extend([
                         "s3.endpoint.region=us-east-1".into(),
-                        "s3.path.style.access=true".into(),
-                        "s3.access-key=test".into(),
-                        "s3.secret-key=test".into(),
                         // sluice's parts in flight and part size.
                         "s3.upload.max.concurrent.uploads=4".into(),
                         "s3.upload.min.part.size=5242880".into(),
-                    ];
+                    ]);
                     let dir_uri = format!("s3://{}/flink", self.common.bucket);
                     flink_writer(dir, &dir_uri, w, &conf, &bar).await?
                 }
