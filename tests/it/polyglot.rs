@@ -106,12 +106,14 @@ fn go_client_tests_pass() {
 /// failures and the gateway killed with -9 mid-run, every record once;
 /// the Flink-writer-against-sluice throughput job at a tiny size; Flink's
 /// own writers writing sluice-bench's workload (FlinkWriterBaseline, on
-/// file:// and moto); the Java sources checked against google-java-format
-/// (spotless); then the plugin's shaded jar is packaged; last,
-/// `sluice-bench run --flink` on file:// and s3:// with what it built.
+/// file://, moto and fake-gcs-server); the Java sources checked against
+/// google-java-format (spotless); then the plugin's shaded jar is packaged;
+/// last, `sluice-bench run --flink` on file://, s3:// and gs:// with what it
+/// built.
 #[test]
 fn java_client_and_flink_plugin_tests_pass() {
     let moto = Emulator::moto(None);
+    let gcs = Emulator::fake_gcs();
     let dir = repo().join("clients/java");
     let out = run_ok(
         Command::new("mvn")
@@ -122,7 +124,8 @@ fn java_client_and_flink_plugin_tests_pass() {
             ))
             .current_dir(&dir)
             .env("SLUICE_BIN", env!("CARGO_BIN_EXE_sluice"))
-            .env("SLUICE_TEST_S3_ENDPOINT", moto.url()),
+            .env("SLUICE_TEST_S3_ENDPOINT", moto.url())
+            .env("SLUICE_TEST_GCS_ENDPOINT", gcs.url()),
         "mvn verify in clients/java",
     );
     assert!(out.contains("BUILD SUCCESS"), "{out}");
@@ -164,7 +167,7 @@ fn java_client_and_flink_plugin_tests_pass() {
         "dev.sluice.flink.FlinkWriterBaselineTest",
     );
     assert!(
-        baseline.contains("Tests run: 2, Failures: 0, Errors: 0, Skipped: 0"),
+        baseline.contains("Tests run: 3, Failures: 0, Errors: 0, Skipped: 0"),
         "{baseline}"
     );
     let client = report("sluice-client", "dev.sluice.client.SluiceClientTest");
@@ -178,12 +181,14 @@ fn java_client_and_flink_plugin_tests_pass() {
     );
     // sluice-bench against Flink's own writers, with what this build left.
     moto.create_bucket("bench");
-    for scheme in ["file", "s3"] {
+    gcs.create_bucket("bench");
+    for scheme in ["file", "s3", "gs"] {
         let out = run_ok(
             Command::new(crate::bench::bench_binary())
                 .args(["run", "--quiet", "--runs", "1", "--json", "-"])
                 .args(["--scheme", scheme, "--file-size", "12mb"])
                 .args(["--persist-every", "4mb", "--s3-endpoint", &moto.url()])
+                .args(["--gcs-endpoint", &gcs.url()])
                 .args(["--sluice", env!("CARGO_BIN_EXE_sluice")])
                 .arg("--flink")
                 .arg(dir.join("flink-fs-sluice/target")),
@@ -191,10 +196,10 @@ fn java_client_and_flink_plugin_tests_pass() {
         );
         let report: serde_json::Value = serde_json::from_str(&out).expect("JSON");
         let s = &report["scenarios"][0];
-        let want = if scheme == "file" {
-            "Flink LocalRecoverableWriter (in a JVM)"
-        } else {
-            "Flink S3 RecoverableWriter (flink-s3-fs-hadoop)"
+        let want = match scheme {
+            "file" => "Flink LocalRecoverableWriter (in a JVM)",
+            "s3" => "Flink S3 RecoverableWriter (flink-s3-fs-hadoop)",
+            _ => "Flink GSRecoverableWriter (flink-gs-fs-hadoop)",
         };
         assert_eq!(s["baseline_name"], want, "{s:#}");
         let flink = &s["baseline"][0];

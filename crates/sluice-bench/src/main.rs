@@ -61,10 +61,14 @@ struct Common {
     /// S3 endpoint (an emulator such as moto) for the s3:// scenarios.
     #[arg(long)]
     s3_endpoint: Option<String>,
+    /// A GCS emulator (fake-gcs-server's URL) for the gs:// scenarios,
+    /// measured against Flink's GCS writer: needs --flink.
+    #[arg(long)]
+    gcs_endpoint: Option<String>,
     /// An HDFS NameNode (hdfs://host:port) for the hdfs:// scenarios.
     #[arg(long)]
     hdfs: Option<String>,
-    /// An existing bucket at --s3-endpoint.
+    /// An existing bucket at --s3-endpoint and --gcs-endpoint.
     #[arg(long, default_value = "bench")]
     bucket: String,
     /// Runs of each scenario; figures are medians.
@@ -81,9 +85,9 @@ struct Common {
     /// one cache-hot buffer again and again.
     #[arg(long)]
     fresh_buffers: bool,
-    /// Flink's own writers as the baselines of file:// and s3:// (its
-    /// LocalRecoverableWriter; flink-s3-fs-hadoop's S3 writer), run in a
-    /// JVM: the `target` folder of clients/java/flink-fs-sluice after
+    /// Flink's own writers as the baselines of file://, s3:// and gs://
+    /// (its LocalRecoverableWriter; flink-s3-fs-hadoop's and
+    /// flink-gs-fs-hadoop's writers), run in a JVM: the `target` folder of clients/java/flink-fs-sluice after
     /// `mvn install -DskipTests` in clients/java. `run` uses them in place
     /// of the direct writes; `suite` adds them as scenarios of their own.
     #[arg(long)]
@@ -110,7 +114,7 @@ struct SuiteArgs {
 struct RunArgs {
     #[command(flatten)]
     common: Common,
-    /// memory, file, s3 or hdfs.
+    /// memory, file, s3, gs or hdfs.
     #[arg(long, default_value = "memory")]
     scheme: String,
     #[arg(long, default_value_t = 1)]
@@ -133,7 +137,7 @@ struct RunArgs {
 struct CountArgs {
     #[command(flatten)]
     common: Common,
-    /// memory, file, s3 or hdfs.
+    /// memory, file, s3, gs or hdfs.
     #[arg(long, default_value = "file")]
     scheme: String,
     #[arg(long, default_value_t = 1)]
@@ -292,7 +296,7 @@ enum Against {
     Direct,
     /// file://: the direct write, from a fresh buffer per chunk.
     FreshBuffers,
-    /// file:// and s3://: Flink's own recoverable writer (`--flink`).
+    /// file://, s3:// and gs://: Flink's own recoverable writer (`--flink`).
     Flink,
 }
 
@@ -331,6 +335,17 @@ impl Bench {
                 .with_virtual_hosted_style_request(false)
                 .build()?;
             s3 = Some(Arc::new(store) as Arc<dyn object_store::ObjectStore>);
+        }
+        if let Some(endpoint) = &common.gcs_endpoint {
+            if common.flink.is_none() {
+                return Err(format!(
+                    "--gcs-endpoint {endpoint}: gs:// is measured against Flink's GCS writer; \
+                     give --flink too (clients/java/flink-fs-sluice/target after \
+                     `mvn install -DskipTests` in clients/java)"
+                )
+                .into());
+            }
+            config += &format!("gs.endpoint: {endpoint}\n");
         }
         let mut hdfs = None;
         if let Some(namenode) = &common.hdfs {
@@ -400,10 +415,11 @@ impl Bench {
             .common
             .flink
             .as_deref()
-            .filter(|_| against == Against::Flink && matches!(scheme, "file" | "s3"));
+            .filter(|_| against == Against::Flink && matches!(scheme, "file" | "s3" | "gs"));
         let baseline_name = match scheme {
             "file" if flink.is_some() => "Flink LocalRecoverableWriter (in a JVM)",
             "s3" if flink.is_some() => "Flink S3 RecoverableWriter (flink-s3-fs-hadoop)",
+            "gs" => "Flink GSRecoverableWriter (flink-gs-fs-hadoop)",
             "memory" => "transport ceiling",
             "file" if fresh => "std::fs, fresh buffers + fsync + rename",
             "file" => "std::fs + fsync + rename",
@@ -439,6 +455,27 @@ impl Bench {
                     ]);
                     let dir_uri = format!("s3://{}/flink", self.common.bucket);
                     flink_writer(dir, &dir_uri, w, &conf, &bar).await?
+                }
+                ("gs", Some(dir)) => {
+                    let endpoint = self
+                        .common
+                        .gcs_endpoint
+                        .as_deref()
+                        .ok_or("a gs:// scenario needs --gcs-endpoint")?;
+                    // FlinkWriterBaseline.gcsEmulatorConf's keys, and
+                    // sluice's component size (gs.writer.chunk.size, the
+                    // same key in both).
+                    let conf = [
+                        format!("gs.storage.root.url={endpoint}"),
+                        "gs.auth.service.account.enable=false".into(),
+                        "gs.auth.null.enable=true".into(),
+                        "gs.writer.chunk.size=8mb".into(),
+                    ];
+                    let dir_uri = format!("gs://{}/flink", self.common.bucket);
+                    flink_writer(dir, &dir_uri, w, &conf, &bar).await?
+                }
+                ("gs", None) => {
+                    return Err("gs:// is measured against Flink's GCS writer: give --flink".into());
                 }
                 ("memory", _) => {
                     through_gateway(self.sink.addr, "sink://x", w, &bar)
@@ -500,8 +537,11 @@ impl Bench {
             "memory" => "memory://bench/run".to_string(),
             "file" => format!("file://{}/run", self.files().display()),
             "s3" => format!("s3://{}/run", self.common.bucket),
+            "gs" => format!("gs://{}/run", self.common.bucket),
             "hdfs" => "hdfs:///run".to_string(),
-            other => return Err(format!("--scheme {other}: use memory, file, s3 or hdfs").into()),
+            other => {
+                return Err(format!("--scheme {other}: use memory, file, s3, gs or hdfs").into());
+            }
         })
     }
 
@@ -632,6 +672,21 @@ async fn suite(args: SuiteArgs) -> BenchResult<()> {
         });
     }
 
+    if bench.common.gcs_endpoint.is_some() {
+        let size = if q { 12 * MIB } else { 256 * MIB };
+        scenarios.push(
+            bench
+                .scenario_with(
+                    "gs:// (fake-gcs-server), 1 writer, Flink's writer",
+                    &format!("gs://{}/bench", bench.common.bucket),
+                    &one(size, every),
+                    ">= 1.0",
+                    Against::Flink,
+                )
+                .await?,
+        );
+    }
+
     if bench.hdfs.is_some() {
         scenarios.push(
             bench
@@ -745,6 +800,9 @@ async fn suite(args: SuiteArgs) -> BenchResult<()> {
         let mut schemes = vec!["memory", "file"];
         if bench.s3.is_some() {
             schemes.push("s3");
+        }
+        if bench.common.gcs_endpoint.is_some() {
+            schemes.push("gs");
         }
         if bench.hdfs.is_some() {
             schemes.push("hdfs");

@@ -18,13 +18,14 @@ import org.apache.flink.core.plugin.PluginUtils;
 /**
  * sluice-bench's baseline "Flink's own writer": the workload sluice-bench sends through the
  * gateway, written in this JVM with the {@link RecoverableWriter} Flink itself picks for the URI
- * (its {@code LocalRecoverableWriter} for {@code file://}, flink-s3-fs-hadoop's for {@code s3://})
- * — the same bytes, the same chunks, a persist at the same points, then closeForCommit and commit.
+ * (its {@code LocalRecoverableWriter} for {@code file://}, flink-s3-fs-hadoop's for {@code s3://},
+ * flink-gs-fs-hadoop's for {@code gs://}) — the same bytes, the same chunks, a persist at the same
+ * points, then closeForCommit and commit.
  *
  * <p>Arguments: {@code URI_DIR FILE_BYTES CHUNK_BYTES PERSIST_EVERY WRITERS FILES_PER_WRITER
- * [key=value ...]} (Flink configuration); Flink's plugins (flink-s3-fs-hadoop) come from {@code
- * FLINK_PLUGINS_DIR}. One warm-up file is written first so that the JIT and the file system are
- * warm, as in a running job, and is not timed. Prints one JSON line: {@code
+ * [key=value ...]} (Flink configuration); Flink's plugins (flink-s3-fs-hadoop, flink-gs-fs-hadoop)
+ * come from {@code FLINK_PLUGINS_DIR}. One warm-up file is written first so that the JIT and the
+ * file system are warm, as in a running job, and is not timed. Prints one JSON line: {@code
  * {"seconds":..,"persist_us":[..],"commit_us":[..]}}. Progress goes to standard error.
  */
 public final class FlinkWriterBaseline {
@@ -161,6 +162,18 @@ public final class FlinkWriterBaseline {
     long t = System.nanoTime();
     out.closeForCommit().commit();
     record(commits, t);
+  }
+
+  /**
+   * Flink configuration for flink-gs-fs-hadoop on a GCS emulator at {@code endpoint}: the JSON
+   * API's root URL for both its Storage client and the Hadoop connector behind it, and no
+   * credentials (the emulator asks for none).
+   */
+  public static List<String> gcsEmulatorConf(String endpoint) {
+    return List.of(
+        "gs.storage.root.url=" + endpoint,
+        "gs.auth.service.account.enable=false",
+        "gs.auth.null.enable=true");
   }
 
   private static void record(List<Long> into, long startedNanos) {

@@ -23,7 +23,7 @@ import org.junit.jupiter.api.io.TempDir;
 class FlinkWriterBaselineTest {
   @TempDir java.nio.file.Path dir;
 
-  /** Flink's own factories for file and s3, as the baseline runs them. */
+  /** Flink's own factories for file, s3 and gs, as the baseline runs them. */
   static Configuration flinkOwn() {
     Configuration conf = new Configuration();
     conf.setString("fs.sluice.schemes", "memory");
@@ -32,6 +32,10 @@ class FlinkWriterBaselineTest {
     conf.setString("s3.access-key", "test");
     conf.setString("s3.secret-key", "test");
     conf.setString("s3.endpoint.region", "us-east-1");
+    for (String keyValue : FlinkWriterBaseline.gcsEmulatorConf(Gateways.gcsEndpoint())) {
+      int eq = keyValue.indexOf('=');
+      conf.setString(keyValue.substring(0, eq), keyValue.substring(eq + 1));
+    }
     return conf;
   }
 
@@ -87,5 +91,11 @@ class FlinkWriterBaselineTest {
   void flinksS3WriterWritesTheBenchWorkload() throws Exception {
     Gateways.createBucket("flink-baseline");
     check(URI.create("s3://flink-baseline/bench"), "S3RecoverableWriter");
+  }
+
+  @Test
+  void flinksGcsWriterWritesTheBenchWorkload() throws Exception {
+    Gateways.createGcsBucket("flink-baseline");
+    check(URI.create("gs://flink-baseline/bench"), "GSRecoverableWriter");
   }
 }

@@ -8,7 +8,7 @@ import java.net.http.HttpClient;
 import java.net.http.HttpRequest;
 import java.net.http.HttpResponse;
 
-/** The gateways the plugin's tests write through, and the S3 emulator some of them use. */
+/** The gateways the plugin's tests write through, and the S3 and GCS emulators some use. */
 public final class Gateways {
   private Gateways() {}
 
@@ -25,15 +25,42 @@ public final class Gateways {
     return endpoint;
   }
 
-  /** Creates a bucket on the emulator (moto takes an unsigned PUT). */
+  /**
+   * The GCS emulator (fake-gcs-server) the sluice test suite started: {@code
+   * SLUICE_TEST_GCS_ENDPOINT}. A test that needs it fails without it.
+   */
+  public static String gcsEndpoint() {
+    String endpoint = System.getenv("SLUICE_TEST_GCS_ENDPOINT");
+    if (endpoint == null || endpoint.isEmpty()) {
+      throw new IllegalStateException(
+          "SLUICE_TEST_GCS_ENDPOINT must name a GCS emulator (fake-gcs-server -scheme http -port 4443, then http://127.0.0.1:4443)");
+    }
+    return endpoint;
+  }
+
+  /** Creates a bucket on the S3 emulator (moto takes an unsigned PUT). */
   public static void createBucket(String name) throws IOException, InterruptedException {
+    created(
+        name,
+        HttpRequest.newBuilder(URI.create(s3Endpoint() + "/" + name))
+            .PUT(HttpRequest.BodyPublishers.noBody())
+            .build());
+  }
+
+  /** Creates a bucket on the GCS emulator (the JSON API's buckets.insert, unauthenticated). */
+  public static void createGcsBucket(String name) throws IOException, InterruptedException {
+    created(
+        name,
+        HttpRequest.newBuilder(URI.create(gcsEndpoint() + "/storage/v1/b"))
+            .header("content-type", "application/json")
+            .POST(HttpRequest.BodyPublishers.ofString("{\"name\":\"" + name + "\"}"))
+            .build());
+  }
+
+  private static void created(String name, HttpRequest request)
+      throws IOException, InterruptedException {
     HttpResponse<String> r =
-        HttpClient.newHttpClient()
-            .send(
-                HttpRequest.newBuilder(URI.create(s3Endpoint() + "/" + name))
-                    .PUT(HttpRequest.BodyPublishers.noBody())
-                    .build(),
-                HttpResponse.BodyHandlers.ofString());
+        HttpClient.newHttpClient().send(request, HttpResponse.BodyHandlers.ofString());
     if (r.statusCode() / 100 != 2 && r.statusCode() != 409) {
       throw new IOException(
           "cannot create bucket " + name + ": " + r.statusCode() + " " + r.body());
