@@ -11,10 +11,14 @@
 //! 2. `file://`: the same file written with `std::fs`, `fsync` at the same
 //!    persist points, then renamed;
 //! 3. object stores: the same upload done directly with object_store's
-//!    multipart API, with sluice's part size and concurrency;
+//!    multipart API, with sluice's part size and concurrency, waiting for
+//!    the parts in flight at the same persist points;
 //! 4. `hdfs://`: the same file written directly with hdfs-native (the
 //!    client crate sluice uses), `hsync` at the same persist points, closed
-//!    and renamed.
+//!    and renamed;
+//! 5. with `--flink`: Flink's own recoverable writers in a JVM (file://,
+//!    flink-s3-fs-hadoop's on s3://, flink-gs-fs-hadoop's on gs://), the
+//!    same bytes and persist points, then commit.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write as _};

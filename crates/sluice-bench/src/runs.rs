@@ -180,7 +180,11 @@ pub async fn direct_file(
 }
 
 /// The object-store baseline: object_store's own multipart upload, with
-/// sluice's part size and parts in flight.
+/// sluice's part size and parts in flight. At each persist point it waits
+/// until every part in flight is stored, as the file:// and hdfs://
+/// baselines sync there: the bytes of whole parts are then durable. (It
+/// does less than a persist through sluice, which also stores the bytes
+/// short of a part as a tail object.)
 pub async fn direct_object(
     store: Arc<dyn object_store::ObjectStore>,
     prefix: &str,
@@ -206,13 +210,17 @@ pub async fn direct_object(
                 let upload = store.put_multipart(&path).await?;
                 let mut multipart =
                     object_store::WriteMultipart::new_with_chunk_size(upload, part_size);
-                let mut written = 0u64;
+                let (mut written, mut next_persist) = (0u64, w.persist_every);
                 while written < w.file_size {
                     let n = (w.file_size - written).min(w.chunk as u64) as usize;
                     multipart.wait_for_capacity(in_flight).await?;
                     multipart.put(data.slice(..n));
                     written += n as u64;
                     bar.inc(n as u64);
+                    if w.persist_every > 0 && written >= next_persist && written < w.file_size {
+                        multipart.wait_for_capacity(0).await?;
+                        next_persist += w.persist_every;
+                    }
                 }
                 multipart.finish().await?;
                 paths.push(path);
