@@ -249,26 +249,39 @@ impl StagedWriter for ObjectWriter {
         {
             return self.close_for_commit().await;
         }
-        self.finish_all().await?;
-        self.join_if_many().await?;
+        // The tail object (the bytes short of a part) is written while the
+        // parts in flight finish: neither waits for the other. A tail left
+        // by a persist that then fails is swept with the staging's others.
         self.seal_gather();
-        let tail = if self.pending_len == 0 {
-            None
-        } else {
+        let (mut tail, mut put) = (None, None);
+        if self.pending_len > 0 {
             let path = new_tail_path(&self.target, &self.staging_id);
-            let payload: PutPayload = self.pending.iter().cloned().collect();
             let key = Path::parse(&path).map_err(|e| Error::Internal(e.to_string()))?;
+            let payload: PutPayload = self.pending.iter().cloned().collect();
+            let (tails, target) = (self.stores.tails.clone(), self.target.clone());
             let span = tracing::info_span!("put_tail", bytes = self.pending_len);
-            tracing::Instrument::instrument(self.stores.tails.put(&key, payload), span)
-                .await
-                .map_err(|e| {
-                    store_error(e, &format!("writing the tail object of {}", self.target))
-                })?;
-            Some(TailObject {
+            put = Some(tracing::Instrument::instrument(
+                async move {
+                    tails.put(&key, payload).await.map_err(|e| {
+                        store_error(e, &format!("writing the tail object of {target}"))
+                    })
+                },
+                span,
+            ));
+            tail = Some(TailObject {
                 path,
                 size: self.pending_len,
-            })
-        };
+            });
+        }
+        let (parts, put) = tokio::join!(self.finish_all(), async {
+            match put {
+                Some(put) => put.await.map(drop),
+                None => Ok(()),
+            }
+        });
+        parts?;
+        put?;
+        self.join_if_many().await?;
         Ok(self.staging(tail))
     }
 
