@@ -288,6 +288,11 @@ fn s3_keys(endpoint: &str) -> [(&'static str, String); 4] {
     ]
 }
 
+/// Why a gs:// scenario cannot run without `--flink`.
+const GS_NEEDS_FLINK: &str = "gs:// is measured against Flink's GCS writer (flink-gs-fs-hadoop): \
+     give --flink clients/java/flink-fs-sluice/target too, after \
+     `mvn -B -q install -DskipTests` in clients/java";
+
 /// What a scenario's baseline is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Against {
@@ -337,14 +342,6 @@ impl Bench {
             s3 = Some(Arc::new(store) as Arc<dyn object_store::ObjectStore>);
         }
         if let Some(endpoint) = &common.gcs_endpoint {
-            if common.flink.is_none() {
-                return Err(format!(
-                    "--gcs-endpoint {endpoint}: gs:// is measured against Flink's GCS writer; \
-                     give --flink too (clients/java/flink-fs-sluice/target after \
-                     `mvn install -DskipTests` in clients/java)"
-                )
-                .into());
-            }
             config += &format!("gs.endpoint: {endpoint}\n");
         }
         let mut hdfs = None;
@@ -409,6 +406,9 @@ impl Bench {
         against: Against,
     ) -> BenchResult<Scenario> {
         let scheme = base.split("://").next().unwrap_or("");
+        if scheme == "gs" && self.common.flink.is_none() {
+            return Err(GS_NEEDS_FLINK.into());
+        }
         let (mut ours, mut theirs) = (Vec::new(), Vec::new());
         let fresh = against == Against::FreshBuffers;
         let flink = self
@@ -456,7 +456,8 @@ impl Bench {
                     let dir_uri = format!("s3://{}/flink", self.common.bucket);
                     flink_writer(dir, &dir_uri, w, &conf, &bar).await?
                 }
-                ("gs", Some(dir)) => {
+                ("gs", dir) => {
+                    let dir = dir.ok_or(GS_NEEDS_FLINK)?;
                     let endpoint = self
                         .common
                         .gcs_endpoint
@@ -473,9 +474,6 @@ impl Bench {
                     ];
                     let dir_uri = format!("gs://{}/flink", self.common.bucket);
                     flink_writer(dir, &dir_uri, w, &conf, &bar).await?
-                }
-                ("gs", None) => {
-                    return Err("gs:// is measured against Flink's GCS writer: give --flink".into());
                 }
                 ("memory", _) => {
                     through_gateway(self.sink.addr, "sink://x", w, &bar)
@@ -567,6 +565,9 @@ async fn suite(args: SuiteArgs) -> BenchResult<()> {
     let mut common = args.common;
     if args.quick {
         common.runs = 1;
+    }
+    if common.gcs_endpoint.is_some() && common.flink.is_none() {
+        return Err(GS_NEEDS_FLINK.into());
     }
     let bench = Bench::start(common)?;
     let q = args.quick;
