@@ -17,12 +17,9 @@ public final class Gateways {
    * that needs it fails without it.
    */
   public static String s3Endpoint() {
-    String endpoint = System.getenv("SLUICE_TEST_S3_ENDPOINT");
-    if (endpoint == null || endpoint.isEmpty()) {
-      throw new IllegalStateException(
-          "SLUICE_TEST_S3_ENDPOINT must name an S3 emulator (moto_server -p 5000, then http://127.0.0.1:5000)");
-    }
-    return endpoint;
+    return emulator(
+        "SLUICE_TEST_S3_ENDPOINT",
+        "an S3 emulator (moto_server -p 5000, then http://127.0.0.1:5000)");
   }
 
   /**
@@ -30,10 +27,15 @@ public final class Gateways {
    * SLUICE_TEST_GCS_ENDPOINT}. A test that needs it fails without it.
    */
   public static String gcsEndpoint() {
-    String endpoint = System.getenv("SLUICE_TEST_GCS_ENDPOINT");
+    return emulator(
+        "SLUICE_TEST_GCS_ENDPOINT",
+        "a GCS emulator (fake-gcs-server -scheme http -port 4443, then http://127.0.0.1:4443)");
+  }
+
+  private static String emulator(String variable, String what) {
+    String endpoint = System.getenv(variable);
     if (endpoint == null || endpoint.isEmpty()) {
-      throw new IllegalStateException(
-          "SLUICE_TEST_GCS_ENDPOINT must name a GCS emulator (fake-gcs-server -scheme http -port 4443, then http://127.0.0.1:4443)");
+      throw new IllegalStateException(variable + " must name " + what);
     }
     return endpoint;
   }
