@@ -74,6 +74,35 @@ impl Workload {
     pub fn total(&self) -> u64 {
         self.file_size * (self.writers * self.files_per_writer) as u64
     }
+
+    /// The persist points of one file of this workload.
+    pub fn persist_points(&self) -> PersistPoints {
+        PersistPoints {
+            every: self.persist_every,
+            next: self.persist_every,
+            size: self.file_size,
+        }
+    }
+}
+
+/// Where a writer persists one file: each time `every` more bytes are
+/// written, never at the file's end (the commit covers that), never with
+/// `every` 0. The same points for sluice and every baseline.
+pub struct PersistPoints {
+    every: u64,
+    next: u64,
+    size: u64,
+}
+
+impl PersistPoints {
+    /// Whether a persist is due now that `written` bytes are written.
+    pub fn due(&mut self, written: u64) -> bool {
+        let due = self.every > 0 && written >= self.next && written < self.size;
+        if due {
+            self.next += self.every;
+        }
+        due
+    }
 }
 
 /// Latency percentiles in milliseconds.
@@ -183,4 +212,39 @@ pub fn find_sluice(given: Option<PathBuf>) -> BenchResult<PathBuf> {
         std::env::current_exe()?.display()
     )
     .into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn due_at(file_size: u64, persist_every: u64, chunk: u64) -> Vec<u64> {
+        let w = Workload {
+            writers: 1,
+            file_size,
+            chunk: chunk as usize,
+            persist_every,
+            files_per_writer: 1,
+            connection_per_writer: false,
+        };
+        let mut points = w.persist_points();
+        let mut at = Vec::new();
+        let mut written = 0;
+        while written < file_size {
+            written = (written + chunk).min(file_size);
+            if points.due(written) {
+                at.push(written);
+            }
+        }
+        at
+    }
+
+    #[test]
+    fn persist_points_fall_every_n_bytes_but_never_at_the_end() {
+        assert_eq!(due_at(11, 3, 1), [3, 6, 9]);
+        assert_eq!(due_at(12, 4, 1), [4, 8]);
+        // Chunks larger than the interval: one persist per chunk at most.
+        assert_eq!(due_at(12, 2, 5), [5, 10]);
+        assert_eq!(due_at(12, 0, 1), Vec::<u64>::new());
+    }
 }

@@ -68,20 +68,19 @@ pub async fn through_gateway(
             for file in 0..w.files_per_writer {
                 let path = format!("{base}/w{writer}-f{file}-{}", uuid::Uuid::new_v4().simple());
                 let mut stream = client.open(&path).await?;
-                let (mut written, mut next_persist) = (0u64, w.persist_every);
+                let (mut written, mut points) = (0u64, w.persist_points());
                 while written < w.file_size {
                     let n = (w.file_size - written).min(w.chunk as u64) as usize;
                     stream.write_bytes(data.slice(..n)).await?;
                     written += n as u64;
                     bar.inc(n as u64);
-                    if w.persist_every > 0 && written >= next_persist && written < w.file_size {
+                    if points.due(written) {
                         // The Persist call alone: the bytes before it are
                         // sent and acknowledged first.
                         stream.flush().await?;
                         let t = Instant::now();
                         stream.persist().await?;
                         persists.record(t.elapsed().as_micros() as u64)?;
-                        next_persist += w.persist_every;
                     }
                 }
                 let committer = stream.close_for_commit().await?;
@@ -146,7 +145,7 @@ pub async fn direct_file(
                 let name = format!("w{writer}-f{file}-{}", uuid::Uuid::new_v4().simple());
                 let temp = dir.join(format!(".{name}.inprogress"));
                 let mut f = std::fs::File::create(&temp)?;
-                let (mut written, mut next_persist) = (0u64, w.persist_every);
+                let (mut written, mut points) = (0u64, w.persist_points());
                 while written < w.file_size {
                     let n = (w.file_size - written).min(w.chunk as u64) as usize;
                     if fresh {
@@ -157,9 +156,8 @@ pub async fn direct_file(
                     }
                     written += n as u64;
                     bar.inc(n as u64);
-                    if w.persist_every > 0 && written >= next_persist && written < w.file_size {
+                    if points.due(written) {
                         f.sync_data()?;
-                        next_persist += w.persist_every;
                     }
                 }
                 f.sync_all()?;
@@ -210,16 +208,15 @@ pub async fn direct_object(
                 let upload = store.put_multipart(&path).await?;
                 let mut multipart =
                     object_store::WriteMultipart::new_with_chunk_size(upload, part_size);
-                let (mut written, mut next_persist) = (0u64, w.persist_every);
+                let (mut written, mut points) = (0u64, w.persist_points());
                 while written < w.file_size {
                     let n = (w.file_size - written).min(w.chunk as u64) as usize;
                     multipart.wait_for_capacity(in_flight).await?;
                     multipart.put(data.slice(..n));
                     written += n as u64;
                     bar.inc(n as u64);
-                    if w.persist_every > 0 && written >= next_persist && written < w.file_size {
+                    if points.due(written) {
                         multipart.wait_for_capacity(0).await?;
-                        next_persist += w.persist_every;
                     }
                 }
                 multipart.finish().await?;
@@ -262,15 +259,14 @@ pub async fn direct_hdfs(
                 let mut f = client
                     .create(&temp, hdfs_native::WriteOptions::default())
                     .await?;
-                let (mut written, mut next_persist) = (0u64, w.persist_every);
+                let (mut written, mut points) = (0u64, w.persist_points());
                 while written < w.file_size {
                     let n = (w.file_size - written).min(w.chunk as u64) as usize;
                     f.write_bytes(data.slice(..n)).await?;
                     written += n as u64;
                     bar.inc(n as u64);
-                    if w.persist_every > 0 && written >= next_persist && written < w.file_size {
+                    if points.due(written) {
                         f.hsync().await?;
-                        next_persist += w.persist_every;
                     }
                 }
                 f.close().await?;
