@@ -3,6 +3,7 @@ package dev.sluice.flink;
 import java.io.IOException;
 import java.net.URI;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.List;
 import java.util.UUID;
 import java.util.concurrent.ExecutorService;
@@ -64,13 +65,7 @@ public final class FlinkWriterBaseline {
       System.exit(2);
     }
     Configuration conf = new Configuration();
-    for (int i = 6; i < args.length; i++) {
-      int eq = args[i].indexOf('=');
-      if (eq <= 0) {
-        throw new IllegalArgumentException(args[i] + ": configuration is key=value");
-      }
-      conf.setString(args[i].substring(0, eq), args[i].substring(eq + 1));
-    }
+    setAll(conf, Arrays.asList(args).subList(6, args.length));
     Result result =
         measure(
             URI.create(args[0]),
@@ -162,6 +157,17 @@ public final class FlinkWriterBaseline {
     long t = System.nanoTime();
     out.closeForCommit().commit();
     record(commits, t);
+  }
+
+  /** Sets each {@code key=value} of {@code keyValues} in {@code conf}. */
+  static void setAll(Configuration conf, List<String> keyValues) {
+    for (String keyValue : keyValues) {
+      int eq = keyValue.indexOf('=');
+      if (eq <= 0) {
+        throw new IllegalArgumentException(keyValue + ": configuration is key=value");
+      }
+      conf.setString(keyValue.substring(0, eq), keyValue.substring(eq + 1));
+    }
   }
 
   /**

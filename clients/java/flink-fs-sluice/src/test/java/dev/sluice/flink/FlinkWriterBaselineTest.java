@@ -32,10 +32,7 @@ class FlinkWriterBaselineTest {
     conf.setString("s3.access-key", "test");
     conf.setString("s3.secret-key", "test");
     conf.setString("s3.endpoint.region", "us-east-1");
-    for (String keyValue : FlinkWriterBaseline.gcsEmulatorConf(Gateways.gcsEndpoint())) {
-      int eq = keyValue.indexOf('=');
-      conf.setString(keyValue.substring(0, eq), keyValue.substring(eq + 1));
-    }
+    FlinkWriterBaseline.setAll(conf, FlinkWriterBaseline.gcsEmulatorConf(Gateways.gcsEndpoint()));
     return conf;
   }
 
