@@ -273,14 +273,10 @@ impl StagedWriter for ObjectWriter {
                 size: self.pending_len,
             });
         }
-        let (parts, put) = tokio::join!(self.finish_all(), async {
-            match put {
-                Some(put) => put.await.map(drop),
-                None => Ok(()),
-            }
-        });
+        let put = futures::future::OptionFuture::from(put);
+        let (parts, put) = tokio::join!(self.finish_all(), put);
         parts?;
-        put?;
+        put.transpose()?;
         self.join_if_many().await?;
         Ok(self.staging(tail))
     }
