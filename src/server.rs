@@ -242,13 +242,11 @@ pub async fn run(
         .build_v1alpha()
         .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
     let edge = server.edge;
-    let api = StorageGatewayServer::new(GatewayApi::new(
-        server.gateway.clone(),
-        edge,
-        server.auth.clone(),
-    ))
-    .max_decoding_message_size(edge.max_message_size)
-    .max_encoding_message_size(edge.max_message_size);
+    let handlers = GatewayApi::new(server.gateway.clone(), edge, server.auth.clone());
+    let api = StorageGatewayServer::new(handlers.clone())
+        .max_decoding_message_size(edge.max_message_size)
+        .max_encoding_message_size(edge.max_message_size);
+    let api = crate::api::WriteRoute::new(api, handlers, edge.max_message_size);
     for limiter in &server.limiters {
         crate::limit::StreamLimiter::spawn_reaper(limiter);
     }

@@ -13,6 +13,9 @@ use crate::proto::storage_gateway_server::StorageGateway;
 use crate::proto::*;
 
 pub mod status;
+mod write_route;
+
+pub use write_route::WriteRoute;
 
 /// Largest `Read` message payload.
 pub const READ_CHUNK: usize = 1024 * 1024;
@@ -94,12 +97,59 @@ impl GatewayApi {
 
     /// Who makes this call. Every RPC asks first, so none can skip it.
     fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        self.caller_of(request.metadata())
+    }
+
+    fn caller_of(&self, metadata: &tonic::metadata::MetadataMap) -> Result<Caller, Status> {
         let Some(auth) = &self.auth else {
             return Ok(Caller::Anyone);
         };
-        let caller = auth.authenticate(request.metadata())?;
+        let caller = auth.authenticate(metadata)?;
         tracing::Span::current().record("principal", caller.name());
         Ok(caller)
+    }
+
+    /// A Write call: its messages applied in order to the session the
+    /// first one names.
+    async fn write_call(
+        &self,
+        caller: Caller,
+        mut messages: WriteMessages,
+    ) -> Result<WriteResponse, Status> {
+        let mut progress = tokio::time::Instant::now();
+        let first = self
+            .next_write(&mut messages, progress)
+            .await?
+            .ok_or_else(|| {
+                Status::from(Error::InvalidArgument(
+                    "the Write call sent no message: send at least one with a session_id".into(),
+                ))
+            })?;
+        let guard = self.gateway.begin_write(&first.session_id, &caller).await?;
+        let mut bytes = first.data.len() as u64;
+        let checked = check_crc32c(&first)?;
+        let mut position = guard.append(first.offset, first.data, checked).await?;
+        if bytes > 0 {
+            progress = tokio::time::Instant::now();
+        }
+        while let Some(msg) = self.next_write(&mut messages, progress).await? {
+            if !msg.session_id.is_empty() && msg.session_id != first.session_id {
+                return Err(Error::InvalidArgument(format!(
+                    "one Write call writes one session: got {} after {}",
+                    msg.session_id, first.session_id
+                ))
+                .into());
+            }
+            bytes += msg.data.len() as u64;
+            let checked = check_crc32c(&msg)?;
+            let before = position;
+            position = guard.append(msg.offset, msg.data, checked).await?;
+            if position > before {
+                progress = tokio::time::Instant::now();
+            }
+        }
+        tracing::Span::current().record("bytes", bytes);
+        Ok(WriteResponse { position })
     }
 
     /// The next message of a Write call, within the idle timeout counted
@@ -107,16 +157,12 @@ impl GatewayApi {
     /// add none (empty, or all already applied) do not keep a call alive.
     async fn next_write(
         &self,
-        stream: &mut Streaming<WriteRequest>,
+        messages: &mut WriteMessages,
         progress: tokio::time::Instant,
-    ) -> Result<Option<WriteRequest>, Status> {
+    ) -> Result<Option<WriteMessage>, Status> {
         let idle = self.edge.write_idle_timeout;
-        match tokio::time::timeout_at(progress + idle, stream.message()).await {
-            Ok(Ok(message)) => Ok(message),
-            Ok(Err(status)) => match status::decoding_failure(&status) {
-                Some(err) => Err(err.into()),
-                None => Err(status),
-            },
+        match tokio::time::timeout_at(progress + idle, messages.next()).await {
+            Ok(next) => next,
             Err(_) => Err(Error::DeadlineExceeded(format!(
                 "no Write message for {} ms (rpc.write-idle-timeout); what was acknowledged is kept, continue from the session's position",
                 idle.as_millis()
@@ -126,12 +172,52 @@ impl GatewayApi {
     }
 }
 
+/// One Write message, its data as the slices it arrived in.
+#[derive(Debug, Default, PartialEq)]
+pub struct WriteMessage {
+    pub session_id: String,
+    pub offset: u64,
+    pub data: crate::backend::Rope,
+    pub crc32c: Option<u32>,
+}
+
+/// Where a Write call's messages come from.
+enum WriteMessages {
+    /// Decoded by tonic (which copies every frame into one buffer first).
+    /// `WriteRoute` takes every call with uncompressed messages, and tonic
+    /// refuses compressed ones before its handler runs: the server comes
+    /// here only when the generated service is mounted without the route.
+    Decoded(Streaming<WriteRequest>),
+    /// Read straight off the request's HTTP/2 frames (`write_route.rs`).
+    Frames(write_route::Frames),
+}
+
+impl WriteMessages {
+    async fn next(&mut self) -> Result<Option<WriteMessage>, Status> {
+        match self {
+            WriteMessages::Decoded(stream) => match stream.message().await {
+                Ok(message) => Ok(message.map(|m| WriteMessage {
+                    session_id: m.session_id,
+                    offset: m.offset,
+                    data: m.data.into(),
+                    crc32c: m.crc32c,
+                })),
+                Err(status) => match status::decoding_failure(&status) {
+                    Some(err) => Err(err.into()),
+                    None => Err(status),
+                },
+            },
+            WriteMessages::Frames(frames) => frames.next().await,
+        }
+    }
+}
+
 /// A Write message's CRC32C, when it carries one, must be its data's:
 /// nothing of a damaged message is applied.
 /// Checks a message's CRC32C when it carries one; returns it once checked.
-fn check_crc32c(msg: &WriteRequest) -> Result<Option<u32>, Status> {
+fn check_crc32c(msg: &WriteMessage) -> Result<Option<u32>, Status> {
     match msg.crc32c {
-        Some(sent) if crc32c::crc32c(&msg.data) != sent => Err(Error::DataLoss(format!(
+        Some(sent) if msg.data.crc32c_append(0) != sent => Err(Error::DataLoss(format!(
             "the Write message at offset {} ({} bytes) does not match its CRC32C {sent:#010x}: it was damaged on the way and nothing of it was applied; send it again",
             msg.offset,
             msg.data.len()
@@ -275,41 +361,8 @@ impl StorageGateway for GatewayApi {
         request: Request<Streaming<WriteRequest>>,
     ) -> Result<Response<WriteResponse>, Status> {
         let caller = self.caller(&request)?;
-        let mut stream = request.into_inner();
-        let mut progress = tokio::time::Instant::now();
-        let first = self
-            .next_write(&mut stream, progress)
-            .await?
-            .ok_or_else(|| {
-                Status::from(Error::InvalidArgument(
-                    "the Write call sent no message: send at least one with a session_id".into(),
-                ))
-            })?;
-        let guard = self.gateway.begin_write(&first.session_id, &caller).await?;
-        let mut bytes = first.data.len() as u64;
-        let checked = check_crc32c(&first)?;
-        let mut position = guard.append(first.offset, first.data, checked).await?;
-        if bytes > 0 {
-            progress = tokio::time::Instant::now();
-        }
-        while let Some(msg) = self.next_write(&mut stream, progress).await? {
-            if !msg.session_id.is_empty() && msg.session_id != first.session_id {
-                return Err(Error::InvalidArgument(format!(
-                    "one Write call writes one session: got {} after {}",
-                    msg.session_id, first.session_id
-                ))
-                .into());
-            }
-            bytes += msg.data.len() as u64;
-            let checked = check_crc32c(&msg)?;
-            let before = position;
-            position = guard.append(msg.offset, msg.data, checked).await?;
-            if position > before {
-                progress = tokio::time::Instant::now();
-            }
-        }
-        tracing::Span::current().record("bytes", bytes);
-        Ok(Response::new(WriteResponse { position }))
+        let messages = WriteMessages::Decoded(request.into_inner());
+        self.write_call(caller, messages).await.map(Response::new)
     }
 
     async fn persist(

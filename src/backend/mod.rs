@@ -37,9 +37,11 @@ pub mod hdfs;
 pub mod memory;
 pub mod object;
 pub mod oss;
+mod rope;
 pub mod s3;
 mod staging;
 
+pub use rope::Rope;
 pub use staging::{FileStaging, MultipartStaging, ResumePoint, Staging, TailObject, UploadedPart};
 
 /// Every backend sluice has. A scheme is served when its backend is
@@ -446,8 +448,9 @@ pub trait StagedWriter: Send {
         false
     }
 
-    /// Appends bytes (the gateway has already applied offsets).
-    async fn write(&mut self, data: Bytes) -> Result<()>;
+    /// Appends bytes (the gateway has already applied offsets), as the
+    /// slices they arrived in.
+    async fn write(&mut self, data: Rope) -> Result<()>;
 
     /// Makes everything written durable; says where it is staged.
     async fn persist(&mut self) -> Result<Staging>;

@@ -3,12 +3,10 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-
 use super::entropy::apply_entropy;
 use super::{Gateway, GlobalSlot, trace_parts, trace_session, trace_target};
 use crate::auth::{Caller, SessionSlot};
-use crate::backend::{StagedWriter, Staging};
+use crate::backend::{Rope, StagedWriter, Staging};
 use crate::error::{Error, Result};
 use crate::location::Location;
 use crate::metrics::Metrics;
@@ -544,7 +542,7 @@ impl WriteGuard {
     /// the position after it (DESIGN.md 1.2 for overlaps and gaps).
     /// `crc32c` is the message's own CRC32C when it carried one that was
     /// checked.
-    pub async fn append(&self, offset: u64, data: Bytes, crc32c: Option<u32>) -> Result<u64> {
+    pub async fn append(&self, offset: u64, data: Rope, crc32c: Option<u32>) -> Result<u64> {
         // Runs to completion even when the RPC is dropped (its connection
         // broke mid-call): a write cut off between the backend and the
         // position update would leave the two apart, and the client's retry
@@ -562,7 +560,7 @@ impl WriteGuard {
 async fn append_to(
     session: &Session,
     offset: u64,
-    data: Bytes,
+    data: Rope,
     message_crc: Option<u32>,
     span: tracing::Span,
 ) -> Result<u64> {
@@ -593,7 +591,7 @@ async fn append_to(
         let fresh = if skip == 0 {
             data
         } else {
-            Bytes::copy_from_slice(&data[skip..])
+            data.copy_after(skip)
         };
         let crc = match message_crc {
             // The message's own CRC32C, checked already, joins the file's
@@ -602,7 +600,7 @@ async fn append_to(
             Some(c) if skip == 0 && fresh.len() >= COMBINE_FROM => {
                 crate::crc::combine(inner.crc, c, fresh.len() as u64)
             }
-            _ => crc32c::crc32c_append(inner.crc, &fresh),
+            _ => fresh.crc32c_append(inner.crc),
         };
         let len = fresh.len() as u64;
         let written = inner.writer(&session.id)?.write(fresh).await;

@@ -5,12 +5,11 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 
 use super::{Kind, ReclaimedTx, Slot, StreamLimiter, StreamLimits};
 use crate::backend::{
     BackendCapabilities, ByteStream, Entry, Listing, Namespace, Page, Registry, Removed,
-    ResumePoint, Served, StagedWriter, Stager, Staging,
+    ResumePoint, Rope, Served, StagedWriter, Stager, Staging,
 };
 use crate::error::Result;
 use crate::location::Location;
@@ -217,7 +216,7 @@ impl StagedWriter for LimitedWriter {
         self.inner.create().await
     }
 
-    async fn write(&mut self, data: Bytes) -> Result<()> {
+    async fn write(&mut self, data: Rope) -> Result<()> {
         self.slot.touch()?;
         self.inner.write(data).await
     }

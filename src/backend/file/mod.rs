@@ -8,7 +8,7 @@
 //! directory. Targets are confined to configured roots.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, IoSlice, Read, Write};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{
-    BackendCapabilities, ByteStream, Entry, FileStaging, Namespace, Removed, ResumePoint,
+    BackendCapabilities, ByteStream, Entry, FileStaging, Namespace, Removed, ResumePoint, Rope,
     StagedWriter, Stager, Staging, is_staging_name, not_found, read_range, settle_without_staging,
 };
 use crate::error::{Error, Result};

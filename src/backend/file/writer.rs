@@ -70,27 +70,31 @@ impl FileWriter {
         Ok(file)
     }
 
-    /// Writes `data` (after anything buffered) to the file, off the runtime.
+    /// Writes `data` (after anything buffered) to the file, off the runtime,
+    /// in one vectored write of all the slices.
     ///
     /// Every `WRITE_BEHIND` bytes it also starts the kernel's write-back of
     /// the file (`sync_file_range(SYNC_FILE_RANGE_WRITE)`, which does not
     /// wait for it), so that a Persist finds most bytes on their way to
     /// disk already and its `fdatasync` has little left to wait for,
     /// instead of all that was written since the last one.
-    async fn write_out(&mut self, data: Option<Bytes>) -> Result<()> {
-        if data.is_none() && self.buffer.is_empty() {
+    async fn write_out(&mut self, data: Rope) -> Result<()> {
+        if data.is_empty() && self.buffer.is_empty() {
             return Ok(());
         }
         let file = self.file().await?;
         let mut buffered = std::mem::take(&mut self.buffer);
-        let written = (buffered.len() + data.as_ref().map_or(0, Bytes::len)) as u64;
+        let written = (buffered.len() + data.len()) as u64;
         let start_write_back = self.not_started + written >= WRITE_BEHIND;
         let (mut buffered, result) = tokio::task::spawn_blocking(move || {
             let mut f = &*file;
-            let mut result = f.write_all(&buffered);
-            if let (Ok(()), Some(data)) = (&result, &data) {
-                result = f.write_all(data);
-            }
+            let mut slices: Vec<IoSlice> = std::iter::once(&buffered[..])
+                .chain(data.chunks().iter().map(|c| &c[..]))
+                .filter(|s| !s.is_empty())
+                .map(IoSlice::new)
+                .collect();
+            let result = write_all_vectored(&mut f, &mut slices);
+            drop(slices);
             if result.is_ok() && start_write_back {
                 start_writing_back(f);
             }
@@ -113,7 +117,7 @@ impl FileWriter {
     /// session (by a namespace call, another replica or anyone with a
     /// shell) would otherwise get an OK Persist for bytes that are gone.
     async fn sync(&mut self) -> Result<()> {
-        self.write_out(None).await?;
+        self.write_out(Rope::default()).await?;
         // Closed once synced (dropped with this task): see `file`.
         let file = self.file.take();
         let (temp, identity) = (self.temp.clone(), self.identity);
@@ -174,15 +178,18 @@ impl StagedWriter for FileWriter {
         Ok(())
     }
 
-    async fn write(&mut self, data: Bytes) -> Result<()> {
-        // A large write reaches the kernel as it came, never copied (every
-        // other 1 MiB message used to be copied into the buffer: half the
-        // user-space copies of a file:// write); small ones are gathered.
+    async fn write(&mut self, data: Rope) -> Result<()> {
+        // A large write reaches the kernel as the slices it came in, never
+        // copied (every other 1 MiB message used to be copied into the
+        // buffer: half the user-space copies of a file:// write); small
+        // ones are gathered.
         if data.len() < GATHER_BELOW && self.buffer.len() + data.len() <= WRITE_BUFFER {
-            self.buffer.extend_from_slice(&data);
+            for chunk in data.chunks() {
+                self.buffer.extend_from_slice(chunk);
+            }
             Ok(())
         } else {
-            self.write_out(Some(data)).await
+            self.write_out(data).await
         }
     }
 
@@ -223,3 +230,17 @@ fn start_writing_back(file: &File) {
 
 #[cfg(not(target_os = "linux"))]
 fn start_writing_back(_file: &File) {}
+
+/// Writes every byte of `slices`, in as few `writev` calls as the kernel
+/// takes them (the standard library's `write_all_vectored` is unstable).
+fn write_all_vectored(f: &mut &File, mut slices: &mut [IoSlice<'_>]) -> std::io::Result<()> {
+    while !slices.is_empty() {
+        match f.write_vectored(slices) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut slices, n),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

@@ -24,12 +24,11 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use hdfs_native::{Client, HdfsError, WriteOptions};
 
 use super::{
-    BackendCapabilities, ByteStream, Entry, FileStaging, Namespace, Removed, ResumePoint,
+    BackendCapabilities, ByteStream, Entry, FileStaging, Namespace, Removed, ResumePoint, Rope,
     StagedWriter, Stager, Staging, is_staging_name, not_found, read_range, settle_without_staging,
 };
 use crate::error::{Error, Result};
@@ -354,13 +353,15 @@ impl StagedWriter for HdfsWriter {
         Ok(())
     }
 
-    async fn write(&mut self, data: Bytes) -> Result<()> {
+    async fn write(&mut self, data: Rope) -> Result<()> {
         let temp = &self.temp;
         let writer = self.writer.as_mut().ok_or_else(|| closed(temp))?;
-        writer
-            .write_bytes(data)
-            .await
-            .map_err(|e| hdfs_error(e, &format!("writing {temp}")))?;
+        for chunk in data.into_chunks() {
+            writer
+                .write_bytes(chunk)
+                .await
+                .map_err(|e| hdfs_error(e, &format!("writing {temp}")))?;
+        }
         Ok(())
     }
 

@@ -23,7 +23,7 @@ use tokio::task::JoinSet;
 
 use super::{
     BackendCapabilities, ByteStream, Entry, MultipartStaging, Namespace, Removed, ResumePoint,
-    StagedWriter, Stager, Staging, TailObject, UploadedPart, is_staging_name, not_found,
+    Rope, StagedWriter, Stager, Staging, TailObject, UploadedPart, is_staging_name, not_found,
     read_range, settle_without_staging,
 };
 use crate::error::{Error, Result};

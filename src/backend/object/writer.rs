@@ -217,7 +217,7 @@ impl StagedWriter for ObjectWriter {
         Ok(())
     }
 
-    async fn write(&mut self, data: Bytes) -> Result<()> {
+    async fn write(&mut self, data: Rope) -> Result<()> {
         self.check()?;
         self.pending_len += data.len() as u64;
         if data.len() < GATHER {
@@ -225,10 +225,16 @@ impl StagedWriter for ObjectWriter {
                 self.seal_gather();
                 self.gather.reserve(GATHER);
             }
-            self.gather.extend_from_slice(&data);
+            for chunk in data.chunks() {
+                self.gather.extend_from_slice(chunk);
+            }
         } else {
+            // Joined into one buffer (the message's only copy): parts and
+            // the memory store's objects made of 16 KiB frames cost more
+            // than the copy (memory://, 5 alternated runs: 438 against
+            // 554 MiB/s, Commit of 1 GiB 11 ms against 0.8 ms).
             self.seal_gather();
-            self.pending.push_back(data);
+            self.pending.push_back(data.into_bytes());
         }
         while self.pending_len >= self.config.part_size {
             while self.in_flight.len() >= self.config.max_concurrent_uploads as usize {
