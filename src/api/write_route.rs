@@ -40,6 +40,13 @@ const PATH: &str = "/sluice.v1.StorageGateway/Write";
 /// A gRPC message's prefix: a compression flag and a big-endian length.
 const PREFIX: usize = 5;
 
+/// Frames shorter than this are copied together until they are this long,
+/// rather than kept as slices of their own: a client sending 1-byte DATA
+/// frames would otherwise make the server hold a 32-byte slice handle for
+/// every byte of a message (512 MiB for one 16 MiB message). Clients send
+/// 16 KiB frames (h2's default), which are kept as they are.
+const KEEP_FROM: usize = 4 * 1024;
+
 /// The API's routes with `Write` taken off tonic's decoder; every other
 /// call goes to `inner` (the generated `StorageGatewayServer`).
 #[derive(Clone)]
@@ -136,8 +143,10 @@ fn answer(reply: &WriteResponse) -> http::Response<Body> {
 /// A Write call's messages, cut from the request's frames.
 pub(super) struct Frames {
     body: Body,
-    /// Frames received and not yet cut into messages.
+    /// Frames received and not yet cut into messages: `held`, then the
+    /// short frames gathered in `short`; `len` counts both.
     held: VecDeque<Bytes>,
+    short: BytesMut,
     len: usize,
     ended: bool,
     max: usize,
@@ -148,6 +157,7 @@ impl Frames {
         Frames {
             body,
             held: VecDeque::new(),
+            short: BytesMut::new(),
             len: 0,
             ended: false,
             max,
@@ -165,6 +175,9 @@ impl Frames {
     async fn message(&mut self) -> Result<Option<Fields>, Status> {
         loop {
             if self.len >= PREFIX {
+                if self.len - self.short.len() < PREFIX {
+                    self.keep_short();
+                }
                 let mut prefix = [0u8; PREFIX];
                 copy_front(&self.held, &mut prefix);
                 let size =
@@ -184,6 +197,7 @@ impl Frames {
                     .into());
                 }
                 if self.len >= PREFIX + size {
+                    self.keep_short();
                     take_front(&mut self.held, PREFIX);
                     let fields = take_front(&mut self.held, size);
                     self.len -= PREFIX + size;
@@ -208,13 +222,30 @@ impl Frames {
                         && !data.is_empty()
                     {
                         self.len += data.len();
-                        self.held.push_back(data);
+                        if data.len() < KEEP_FROM {
+                            self.short.extend_from_slice(&data);
+                            if self.short.len() >= KEEP_FROM {
+                                self.keep_short();
+                            }
+                        } else {
+                            self.keep_short();
+                            self.held.push_back(data);
+                        }
                     }
                 }
                 // The connection broke, or the client reset the stream.
                 Some(Err(status)) => return Err(status),
                 None => self.ended = true,
             }
+        }
+    }
+}
+
+impl Frames {
+    /// Moves the short frames gathered so far behind `held`, as one slice.
+    fn keep_short(&mut self) {
+        if !self.short.is_empty() {
+            self.held.push_back(self.short.split().freeze());
         }
     }
 }
@@ -534,6 +565,27 @@ mod tests {
             }
             assert!(frames.next().await.unwrap().is_none());
         }
+    }
+
+    #[tokio::test]
+    async fn short_frames_are_gathered_not_held_one_by_one() {
+        let sent = WriteRequest {
+            data: vec![9u8; 64 * 1024].into(),
+            ..request()
+        };
+        let stream = framed(std::slice::from_ref(&sent));
+        let one_byte_frames: Vec<usize> = (1..stream.len()).collect();
+        let mut frames = Frames::new(body(sliced(&stream, &one_byte_frames)), 1 << 20);
+        let got = frames.next().await.unwrap().expect("a message");
+        // 64 KiB in slices of at least 4 KiB, and the two ends.
+        assert!(
+            got.data.chunks().len() <= 18,
+            "{} slices for 64 KiB sent in 1-byte frames",
+            got.data.chunks().len()
+        );
+        assert_eq!(got.data.into_bytes(), sent.data);
+        assert_eq!(got.session_id, sent.session_id);
+        assert!(frames.next().await.unwrap().is_none());
     }
 
     #[tokio::test]
