@@ -46,10 +46,7 @@ pub fn messages(
                 let want = size.min(st.len);
                 st.len -= want;
                 let slices = crate::backend::take_front(&mut st.held, want);
-                let piece = match <[bytes::Bytes; 1]>::try_from(slices) {
-                    Ok([one]) => one,
-                    Err(slices) => bytes::Bytes::from(slices.concat()),
-                };
+                let piece = crate::backend::Rope::from(slices).into_bytes();
                 return Some((Ok(piece), st));
             }
             if st.ended {
