@@ -111,7 +111,7 @@ impl GatewayApi {
     async fn write_call(
         &self,
         caller: Caller,
-        mut messages: WriteMessages,
+        mut messages: write_route::Frames,
     ) -> Result<WriteResponse, Status> {
         let mut progress = tokio::time::Instant::now();
         let first = self
@@ -154,7 +154,7 @@ impl GatewayApi {
     /// add none (empty, or all already applied) do not keep a call alive.
     async fn next_write(
         &self,
-        messages: &mut WriteMessages,
+        messages: &mut write_route::Frames,
         progress: tokio::time::Instant,
     ) -> Result<Option<WriteMessage>, Status> {
         let idle = self.edge.write_idle_timeout;
@@ -176,37 +176,6 @@ pub struct WriteMessage {
     pub offset: u64,
     pub data: crate::backend::Rope,
     pub crc32c: Option<u32>,
-}
-
-/// Where a Write call's messages come from.
-enum WriteMessages {
-    /// Decoded by tonic (which copies every frame into one buffer first).
-    /// `WriteRoute` takes every call with uncompressed messages, and tonic
-    /// refuses compressed ones before its handler runs: the server comes
-    /// here only when the generated service is mounted without the route.
-    Decoded(Streaming<WriteRequest>),
-    /// Read straight off the request's HTTP/2 frames (`write_route.rs`).
-    Frames(write_route::Frames),
-}
-
-impl WriteMessages {
-    async fn next(&mut self) -> Result<Option<WriteMessage>, Status> {
-        match self {
-            WriteMessages::Decoded(stream) => match stream.message().await {
-                Ok(message) => Ok(message.map(|m| WriteMessage {
-                    session_id: m.session_id,
-                    offset: m.offset,
-                    data: m.data.into(),
-                    crc32c: m.crc32c,
-                })),
-                Err(status) => match status::decoding_failure(&status) {
-                    Some(err) => Err(err.into()),
-                    None => Err(status),
-                },
-            },
-            WriteMessages::Frames(frames) => frames.next().await,
-        }
-    }
 }
 
 /// A Write message's CRC32C, when it carries one, must be its data's:
@@ -355,11 +324,16 @@ impl StorageGateway for GatewayApi {
 
     async fn write(
         &self,
-        request: Request<Streaming<WriteRequest>>,
+        _request: Request<Streaming<WriteRequest>>,
     ) -> Result<Response<WriteResponse>, Status> {
-        let caller = self.caller(&request)?;
-        let messages = WriteMessages::Decoded(request.into_inner());
-        self.write_call(caller, messages).await.map(Response::new)
+        // Never reached: `WriteRoute` (write_route.rs) serves every Write
+        // call with uncompressed messages straight from its frames, and
+        // tonic refuses compressed ones (sluice accepts no compression)
+        // before it would call this.
+        Err(
+            Error::Internal("Write is served by api::WriteRoute, which is not mounted".into())
+                .into(),
+        )
     }
 
     async fn persist(

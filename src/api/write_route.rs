@@ -10,8 +10,8 @@
 //!
 //! Everything else about the call is what tonic would do: the same size
 //! limit and status codes, errors answered trailers-only (so the edge's
-//! layers read them from the headers), and the same handler
-//! ([`GatewayApi::write_call`]). A call whose messages are compressed
+//! layers read them from the headers), and the messages applied as
+//! before ([`GatewayApi::write_call`]). A call whose messages are compressed
 //! (`grpc-encoding` other than `identity`) is left to tonic, which refuses
 //! it (sluice accepts no compression).
 
@@ -29,7 +29,7 @@ use tonic::body::Body;
 use tonic::metadata::MetadataMap;
 use tonic::server::NamedService;
 
-use super::{GatewayApi, WriteMessage, WriteMessages};
+use super::{GatewayApi, WriteMessage};
 use crate::backend::{Rope, take_front};
 use crate::error::Error;
 use crate::proto::WriteResponse;
@@ -106,10 +106,7 @@ impl GatewayApi {
         let (parts, body) = request.into_parts();
         let metadata = MetadataMap::from_headers(parts.headers);
         let result = match self.caller_of(&metadata) {
-            Ok(caller) => {
-                let messages = WriteMessages::Frames(Frames::new(body, max));
-                self.write_call(caller, messages).await
-            }
+            Ok(caller) => self.write_call(caller, Frames::new(body, max)).await,
             Err(status) => Err(status),
         };
         match result {
