@@ -309,22 +309,22 @@ async fn janitor_removes_abandoned_uploads_and_tails_on_s3() {
     let objects = s3_client(&moto.url(), "janitor");
     let part = 5 * 1024 * 1024;
 
-    // Abandoned: a part and a tail staged, a handle issued, then aborted.
+    // Abandoned: a part and a tail staged, handles issued, then aborted.
+    // (A persist uploads a part's worth or more as a part; the 100 bytes
+    // of the second one go to a tail object.)
     let abandoned = open(&mut c, "s3://janitor/out/abandoned").await.unwrap();
-    multipart::write_all(
-        &mut c,
-        &abandoned,
-        0,
-        &multipart::bytes(1, part + 100),
-        part,
-    )
-    .await;
+    let data = multipart::bytes(1, part + 100);
+    multipart::write_all(&mut c, &abandoned, 0, &data[..part], part).await;
+    persist(&mut c, &abandoned).await.unwrap();
+    multipart::write_all(&mut c, &abandoned, part as u64, &data[part..], part).await;
     persist(&mut c, &abandoned).await.unwrap();
     abort(&mut c, &abandoned).await.unwrap();
     // Live: staged too, and still open.
     let live = open(&mut c, "s3://janitor/out/live").await.unwrap();
     let first = multipart::bytes(2, part + 200);
-    multipart::write_all(&mut c, &live, 0, &first, part).await;
+    multipart::write_all(&mut c, &live, 0, &first[..part], part).await;
+    persist(&mut c, &live).await.unwrap();
+    multipart::write_all(&mut c, &live, part as u64, &first[part..], part).await;
     persist(&mut c, &live).await.unwrap();
     assert_eq!(moto.s3_open_uploads("janitor"), 2);
 

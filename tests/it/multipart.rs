@@ -76,23 +76,32 @@ async fn three_parts_and_a_tail(t: &Target, part: usize) {
     eprintln!("multipart case: three_parts_and_a_tail");
     let c = &mut t.client.clone();
     let first = bytes(2, part * 3 + 1234);
+    // Shorter than a part (and than GCS's 256 KiB component minimum).
+    let short = bytes(8, (part / 2).clamp(1, 1000));
     let lost = bytes(3, part * 2);
     let last = bytes(4, part + 77);
     let chunk = (part / 3).max(1);
     let sid = open(c, &t.uri("mp-tail")).await.unwrap();
     write_all(c, &sid, 0, &first, chunk).await;
-    let (r, pos) = persist(c, &sid).await.unwrap();
+    let (r0, pos) = persist(c, &sid).await.unwrap();
     assert_eq!(pos, first.len() as u64);
+    assert!(
+        !cleanup(c, &r0).await.unwrap(),
+        "a persist of a part's worth or more uploads it as a part, not as a tail object"
+    );
+    write_all(c, &sid, pos, &short, chunk).await;
+    let (r, pos) = persist(c, &sid).await.unwrap();
+    assert_eq!(pos, (first.len() + short.len()) as u64);
     // More parts go up after the handle, then the session dies.
     write_all(c, &sid, pos, &lost, chunk).await;
     abort(c, &sid).await.unwrap();
     let (sid2, pos) = recover(c, &r).await.unwrap();
-    assert_eq!(pos, first.len() as u64);
+    assert_eq!(pos, (first.len() + short.len()) as u64);
     write_all(c, &sid2, pos, &last, chunk).await;
     let (h, _) = close(c, &sid2).await.unwrap();
     commit(c, &h, false).await.unwrap();
     assert!(
-        committed(t, "mp-tail").await == [first, last].concat(),
+        committed(t, "mp-tail").await == [first, short, last].concat(),
         "content differs"
     );
     assert!(

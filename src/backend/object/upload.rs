@@ -15,11 +15,13 @@ pub const DEFAULT_MAX_CONCURRENT_UPLOADS: u32 = 4;
 pub struct UploadConfig {
     pub part_size: u64,
     pub max_concurrent_uploads: u32,
-    /// The store takes parts of any size (GCS components): a persist with
-    /// at least this many bytes since the last part uploads them as one
-    /// more part, where other stores (and a persist of fewer bytes) write
-    /// a tail object that a recovery reads back and a later persist
-    /// writes again.
+    /// A persist with at least this many bytes since the last part
+    /// uploads them as one more part; with fewer it writes a tail object,
+    /// which a recovery reads back and a later persist or part sends
+    /// again. `None`: the part size, the smallest non-final part every
+    /// store takes; GCS's components may be of any size, so it uploads
+    /// from 256 KiB. A session keeps this many bytes back from its parts,
+    /// so that a persist finds them.
     pub persist_as_part_from: Option<u64>,
 }
 

@@ -193,6 +193,27 @@ impl ObjectWriter {
         Ok(())
     }
 
+    /// The fewest pending bytes a persist uploads as a part rather than
+    /// as a tail object.
+    fn part_from(&self) -> u64 {
+        self.config
+            .persist_as_part_from
+            .unwrap_or(self.config.part_size)
+    }
+
+    /// Uploads every pending byte as one more part (beside the parts in
+    /// flight, one over the limit, as a persist's tail object is) and
+    /// waits for them all.
+    async fn upload_all(&mut self) -> Result<Staging> {
+        if self.pending_len > 0 {
+            let slices = self.take(self.pending_len);
+            self.start_part(slices)?;
+        }
+        self.finish_all().await?;
+        self.join_if_many().await?;
+        Ok(self.staging(None))
+    }
+
     fn staging(&self, tail: Option<TailObject>) -> Staging {
         Staging::Multipart(MultipartStaging {
             upload_id: self.upload_id.clone(),
@@ -236,7 +257,11 @@ impl StagedWriter for ObjectWriter {
             self.seal_gather();
             self.pending.push_back(data.into_bytes());
         }
-        while self.pending_len >= self.config.part_size {
+        // A part goes up once the bytes after it would still fill a part
+        // of their own: a persist then finds enough for one more part and
+        // writes no tail object, which the next part would send again
+        // (S3 takes a non-final part of any size from its minimum up).
+        while self.pending_len >= self.config.part_size + self.part_from() {
             while self.in_flight.len() >= self.config.max_concurrent_uploads as usize {
                 self.finish_one().await?;
             }
@@ -248,12 +273,8 @@ impl StagedWriter for ObjectWriter {
 
     async fn persist(&mut self) -> Result<Staging> {
         self.check()?;
-        if self
-            .config
-            .persist_as_part_from
-            .is_some_and(|from| self.pending_len >= from)
-        {
-            return self.close_for_commit().await;
+        if self.pending_len >= self.part_from() {
+            return self.upload_all().await;
         }
         // The tail object (the bytes short of a part) is written while the
         // parts in flight finish: neither waits for the other. A tail left
@@ -289,14 +310,7 @@ impl StagedWriter for ObjectWriter {
 
     async fn close_for_commit(&mut self) -> Result<Staging> {
         self.check()?;
-        self.finish_all().await?;
-        if self.pending_len > 0 {
-            let slices = self.take(self.pending_len);
-            self.start_part(slices)?;
-            self.finish_all().await?;
-        }
-        self.join_if_many().await?;
-        Ok(self.staging(None))
+        self.upload_all().await
     }
 
     async fn discard(mut self: Box<Self>) -> Result<()> {
