@@ -427,77 +427,27 @@ impl Bench {
             _ => "object_store multipart",
         };
         for run in 0..self.common.runs {
-            let bar = self.bar(&format!("{name} #{}: sluice", run + 1), w.total());
+            // Every other run the baseline goes first, so that neither
+            // always writes into the memory the other just freed (on a VM
+            // that reports free pages to its host, memory freed long ago
+            // costs more to touch again than memory freed a moment ago).
+            let baseline_first = run % 2 == 1;
+            let label = |who: &str| format!("{name} #{}: {who}", run + 1);
+            if baseline_first {
+                theirs.push(
+                    self.baseline(scheme, flink, fresh, w, &label("baseline"))
+                        .await?,
+                );
+            }
+            let bar = self.bar(&label("sluice"), w.total());
             ours.push(measured_sluice(&self.fresh()?, base, w, &bar).await?);
             bar.finish_and_clear();
-            let bar = self.bar(&format!("{name} #{}: baseline", run + 1), w.total());
-            let baseline = match (scheme, flink) {
-                ("file", Some(dir)) => {
-                    let at = self.dir.path().join("flink");
-                    std::fs::create_dir_all(&at)?;
-                    flink_writer(dir, &format!("file://{}", at.display()), w, &[], &bar).await?
-                }
-                ("s3", Some(dir)) => {
-                    let endpoint = self
-                        .common
-                        .s3_endpoint
-                        .as_deref()
-                        .ok_or("an s3:// scenario needs --s3-endpoint")?;
-                    let mut conf: Vec<String> = s3_keys(endpoint)
-                        .iter()
-                        .map(|(key, value)| format!("{key}={value}"))
-                        .collect();
-                    conf.extend([
-                        "s3.endpoint.region=us-east-1".into(),
-                        // sluice's parts in flight and part size.
-                        "s3.upload.max.concurrent.uploads=4".into(),
-                        "s3.upload.min.part.size=5242880".into(),
-                    ]);
-                    let dir_uri = format!("s3://{}/flink", self.common.bucket);
-                    flink_writer(dir, &dir_uri, w, &conf, &bar).await?
-                }
-                ("gs", dir) => {
-                    let dir = dir.ok_or(GS_NEEDS_FLINK)?;
-                    let endpoint = self
-                        .common
-                        .gcs_endpoint
-                        .as_deref()
-                        .ok_or("a gs:// scenario needs --gcs-endpoint")?;
-                    // FlinkWriterBaseline.gcsEmulatorConf's keys, and
-                    // sluice's component size (gs.writer.chunk.size, the
-                    // same key in both).
-                    let conf = [
-                        format!("gs.storage.root.url={endpoint}"),
-                        "gs.auth.service.account.enable=false".into(),
-                        "gs.auth.null.enable=true".into(),
-                        "gs.writer.chunk.size=8mb".into(),
-                    ];
-                    let dir_uri = format!("gs://{}/flink", self.common.bucket);
-                    flink_writer(dir, &dir_uri, w, &conf, &bar).await?
-                }
-                ("memory", _) => {
-                    through_gateway(self.sink.addr, "sink://x", w, &bar)
-                        .await?
-                        .0
-                }
-                ("file", _) => direct_file(&self.dir.path().join("direct"), w, fresh, &bar).await?,
-                ("hdfs", _) => {
-                    let client = self
-                        .hdfs
-                        .as_ref()
-                        .ok_or("an hdfs:// scenario needs --hdfs")?;
-                    direct_hdfs(client, "/bench-direct", w, &bar).await?
-                }
-                _ => {
-                    let store = self
-                        .s3
-                        .clone()
-                        .ok_or("an s3:// scenario needs --s3-endpoint")?;
-                    direct_object(store, "direct", w, 5 << 20, 4, &bar).await?
-                }
-            };
-            bar.finish_and_clear();
-            theirs.push(baseline);
+            if !baseline_first {
+                theirs.push(
+                    self.baseline(scheme, flink, fresh, w, &label("baseline"))
+                        .await?,
+                );
+            }
         }
         let mut a: Vec<f64> = ours.iter().map(|r| r.mib_per_s).collect();
         let mut b: Vec<f64> = theirs.iter().map(|r| r.mib_per_s).collect();
@@ -514,6 +464,85 @@ impl Bench {
             ratio: a / b,
             goal: goal.to_string(),
         })
+    }
+
+    /// One run of the baseline `scheme` and `flink` pick.
+    async fn baseline(
+        &self,
+        scheme: &str,
+        flink: Option<&std::path::Path>,
+        fresh: bool,
+        w: &Workload,
+        label: &str,
+    ) -> BenchResult<Run> {
+        let bar = self.bar(label, w.total());
+        let baseline = match (scheme, flink) {
+            ("file", Some(dir)) => {
+                let at = self.dir.path().join("flink");
+                std::fs::create_dir_all(&at)?;
+                flink_writer(dir, &format!("file://{}", at.display()), w, &[], &bar).await?
+            }
+            ("s3", Some(dir)) => {
+                let endpoint = self
+                    .common
+                    .s3_endpoint
+                    .as_deref()
+                    .ok_or("an s3:// scenario needs --s3-endpoint")?;
+                let mut conf: Vec<String> = s3_keys(endpoint)
+                    .iter()
+                    .map(|(key, value)| format!("{key}={value}"))
+                    .collect();
+                conf.extend([
+                    "s3.endpoint.region=us-east-1".into(),
+                    // sluice's parts in flight and part size.
+                    "s3.upload.max.concurrent.uploads=4".into(),
+                    "s3.upload.min.part.size=5242880".into(),
+                ]);
+                let dir_uri = format!("s3://{}/flink", self.common.bucket);
+                flink_writer(dir, &dir_uri, w, &conf, &bar).await?
+            }
+            ("gs", dir) => {
+                let dir = dir.ok_or(GS_NEEDS_FLINK)?;
+                let endpoint = self
+                    .common
+                    .gcs_endpoint
+                    .as_deref()
+                    .ok_or("a gs:// scenario needs --gcs-endpoint")?;
+                // FlinkWriterBaseline.gcsEmulatorConf's keys, and
+                // sluice's component size (gs.writer.chunk.size, the
+                // same key in both).
+                let conf = [
+                    format!("gs.storage.root.url={endpoint}"),
+                    "gs.auth.service.account.enable=false".into(),
+                    "gs.auth.null.enable=true".into(),
+                    "gs.writer.chunk.size=8mb".into(),
+                ];
+                let dir_uri = format!("gs://{}/flink", self.common.bucket);
+                flink_writer(dir, &dir_uri, w, &conf, &bar).await?
+            }
+            ("memory", _) => {
+                through_gateway(self.sink.addr, "sink://x", w, &bar)
+                    .await?
+                    .0
+            }
+            ("file", _) => direct_file(&self.dir.path().join("direct"), w, fresh, &bar).await?,
+            ("hdfs", _) => {
+                let client = self
+                    .hdfs
+                    .as_ref()
+                    .ok_or("an hdfs:// scenario needs --hdfs")?;
+                direct_hdfs(client, "/bench-direct", w, &bar).await?
+            }
+            _ => {
+                let store = self
+                    .s3
+                    .clone()
+                    .ok_or("an s3:// scenario needs --s3-endpoint")?;
+                direct_object(store, "direct", w, 5 << 20, 4, &bar).await?
+            }
+        };
+        bar.finish_and_clear();
+        Ok(baseline)
     }
 
     /// The server's instructions per GiB for `w` at `base`, counted by
