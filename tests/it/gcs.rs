@@ -333,7 +333,9 @@ async fn a_replaced_component_is_never_published_as_the_handles_bytes() {
     let store = gs_bucket(&gcs.url(), "tamper");
     let c = &mut server.client().await;
     let sid = open(c, "gs://tamper/f").await.unwrap();
-    write_at(c, &sid, 0, &multipart::bytes(31, 300_000))
+    // Two components: one of 256 KiB, cut once another 256 KiB followed
+    // it, and the rest at the close.
+    write_at(c, &sid, 0, &multipart::bytes(31, 600_000))
         .await
         .unwrap();
     let (h, _) = close(c, &sid).await.unwrap();

@@ -300,9 +300,11 @@ async fn uploads_stop_at_ten_thousand_parts() {
     let server = TestServer::start("memory.upload.min.part.size: 1\n").await;
     let mut c = server.client().await;
     let sid = open(&mut c, "memory://caps/too-many-parts").await.unwrap();
-    write_at(&mut c, &sid, 0, &[7u8; 9_999]).await.unwrap();
+    // A part goes up once a part's worth (here 1 byte) follows it: 9,999
+    // parts, 1 byte kept back; then 10,000, and the next one is refused.
+    write_at(&mut c, &sid, 0, &[7u8; 10_000]).await.unwrap();
     let msg = expect_code(
-        write_at(&mut c, &sid, 9_999, &[7u8; 2]).await,
+        write_at(&mut c, &sid, 10_000, &[7u8; 2]).await,
         Code::ResourceExhausted,
     );
     assert!(
