@@ -227,10 +227,24 @@ pub struct Emulator {
     pub port: u16,
     pub name: &'static str,
     log: PathBuf,
+    /// The emulator's working folder, and a folder it was given; removed
+    /// after the process is killed (fields drop after `Drop::drop`).
+    _workdir: tempfile::TempDir,
+    given: Option<tempfile::TempDir>,
 }
 
 impl Emulator {
-    fn start(name: &'static str, mut cmd: Command) -> Emulator {
+    fn start(name: &'static str, cmd: Command) -> Emulator {
+        Emulator::start_with(name, cmd, None)
+    }
+
+    /// Starts `cmd`; `given` is a folder the command uses, removed with the
+    /// emulator's own.
+    fn start_with(
+        name: &'static str,
+        mut cmd: Command,
+        mut given: Option<tempfile::TempDir>,
+    ) -> Emulator {
         install();
         let logs = root().join("logs");
         std::fs::create_dir_all(&logs).unwrap();
@@ -239,9 +253,9 @@ impl Emulator {
             let port = free_port();
             let log = logs.join(format!("{name}-{port}.log"));
             let out = File::create(&log).unwrap();
-            let workdir = tempfile::tempdir().unwrap().keep();
+            let workdir = tempfile::tempdir().unwrap();
             let child = cmd
-                .current_dir(&workdir)
+                .current_dir(workdir.path())
                 .args(port_args(name, port))
                 .stdin(Stdio::null())
                 .stdout(out.try_clone().unwrap())
@@ -253,11 +267,15 @@ impl Emulator {
                 port,
                 name,
                 log,
+                _workdir: workdir,
+                given: given.take(),
             };
             if emulator.wait_ready() {
                 return emulator;
             }
             let _ = emulator.child.kill();
+            let _ = emulator.child.wait();
+            given = emulator.given.take();
         }
         panic!("{name} did not start; see the logs in {}", logs.display());
     }
@@ -329,16 +347,16 @@ impl Emulator {
     /// fresh folder.
     pub fn prometheus(config: &str) -> Emulator {
         let bin = prometheus_bin();
-        let dir = tempfile::tempdir().unwrap().keep();
-        let file = dir.join("prometheus.yml");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("prometheus.yml");
         std::fs::write(&file, config).unwrap();
         let mut cmd = Command::new(bin.join("prometheus"));
         cmd.arg(format!("--config.file={}", file.display()))
             .arg(format!(
                 "--storage.tsdb.path={}",
-                dir.join("data").display()
+                dir.path().join("data").display()
             ));
-        Emulator::start("prometheus", cmd)
+        Emulator::start_with("prometheus", cmd, Some(dir))
     }
 
     pub fn gcs() -> Emulator {
@@ -472,6 +490,8 @@ pub struct MiniDfs {
     /// `http://127.0.0.1:<port>`: the NameNode's WebHDFS.
     pub webhdfs: String,
     log: PathBuf,
+    /// The cluster's data, removed after the process is killed.
+    _dir: tempfile::TempDir,
 }
 
 impl MiniDfs {
@@ -479,10 +499,10 @@ impl MiniDfs {
         let classpath = minidfs_classpath();
         let logs = root().join("logs");
         std::fs::create_dir_all(&logs).unwrap();
-        let dir = tempfile::tempdir().unwrap().keep();
+        let dir = tempfile::tempdir().unwrap();
         let log = logs.join(format!(
             "minidfs-{}.log",
-            dir.file_name().unwrap().to_string_lossy()
+            dir.path().file_name().unwrap().to_string_lossy()
         ));
         let mut child = Command::new("java")
             // WebHDFS's JAXB reflects into java.lang, as Hadoop's own
@@ -495,9 +515,9 @@ impl MiniDfs {
                 &classpath,
                 "dev.sluice.minidfs.MiniDfs",
             ])
-            .arg(dir.join("dfs"))
+            .arg(dir.path().join("dfs"))
             .arg("2")
-            .current_dir(&dir)
+            .current_dir(dir.path())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(File::create(&log).unwrap())
@@ -523,6 +543,7 @@ impl MiniDfs {
             authority: String::new(),
             webhdfs: String::new(),
             log,
+            _dir: dir,
         };
         let ready = dfs.expect("ready hdfs://", Duration::from_secs(180));
         let url = ready.split_whitespace().nth(1).unwrap().to_string();

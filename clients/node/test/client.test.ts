@@ -35,7 +35,7 @@ describe('sluice-client', () => {
   before(async () => {
     gateway = await Gateway.start();
   });
-  after(() => gateway.kill());
+  after(() => gateway.stop());
 
   it('writes, persists, recovers and commits', async () => {
     const data = pattern(300_000, 1);
@@ -215,7 +215,7 @@ describe('sluice-client with a token and TLS', () => {
     } finally {
       anonymous.close();
       writer.close();
-      gateway.kill();
+      await gateway.stop();
     }
   });
 
@@ -255,7 +255,7 @@ describe('sluice-client with a token and TLS', () => {
       writer.close();
       assert.equal(readFileSync(join(gateway.files, 'tls/part-0'), 'utf8'), 'over TLS');
     } finally {
-      gateway.kill();
+      await gateway.stop();
       rmSync(key, { force: true });
       rmSync(cert, { force: true });
     }

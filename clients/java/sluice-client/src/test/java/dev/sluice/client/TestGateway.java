@@ -15,7 +15,8 @@ import java.util.regex.Pattern;
 
 /**
  * {@code sluice serve} (the binary {@code SLUICE_BIN} names) on a loopback port, in a data dir of
- * its own; it can be killed with -9 and started again on the same port and data dir.
+ * its own; it can be killed with -9 and started again on the same port and data dir. Closing it
+ * removes the data dir.
  */
 public final class TestGateway implements AutoCloseable {
   public final Path dir;
@@ -105,8 +106,14 @@ public final class TestGateway implements AutoCloseable {
     process.waitFor();
   }
 
+  /** Kills the gateway and removes its data dir (use {@link #kill} to keep it). */
   @Override
-  public void close() throws InterruptedException {
+  public void close() throws InterruptedException, IOException {
     kill();
+    try (var paths = Files.walk(dir)) {
+      for (Path path : paths.sorted(java.util.Comparator.reverseOrder()).toList()) {
+        Files.deleteIfExists(path);
+      }
+    }
   }
 }
