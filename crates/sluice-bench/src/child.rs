@@ -15,6 +15,7 @@ pub struct ProcStats {
     pub rss_kib: u64,
     pub peak_rss_kib: u64,
     pub cpu_s: f64,
+    pub minor_faults: u64,
 }
 
 impl Child {
@@ -86,7 +87,7 @@ impl Drop for Child {
     }
 }
 
-pub(crate) fn proc_stats(pid: u32) -> ProcStats {
+pub fn proc_stats(pid: u32) -> ProcStats {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| -> u64 {
         status
@@ -100,18 +101,20 @@ pub(crate) fn proc_stats(pid: u32) -> ProcStats {
     // Fields after the command name (which may hold spaces), from field 3.
     let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| {
+    let number = |i: usize| {
         fields
             .get(i)
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0)
     };
     // utime and stime are fields 14 and 15: indexes 11 and 12 here.
-    let cpu_s = (ticks(11) + ticks(12)) as f64 / clock_ticks() as f64;
+    let cpu_s = (number(11) + number(12)) as f64 / clock_ticks() as f64;
     ProcStats {
         rss_kib: field("VmRSS:"),
         peak_rss_kib: field("VmHWM:"),
         cpu_s,
+        // minflt is field 10.
+        minor_faults: number(7),
     }
 }
 

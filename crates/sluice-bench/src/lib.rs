@@ -136,8 +136,13 @@ pub struct Run {
     /// Peak RSS of the server process during the run, above its RSS before.
     pub server_peak_rss_above_start_mib: Option<f64>,
     pub server_peak_rss_mib: Option<f64>,
-    /// Server CPU (user + system) per GiB written.
+    /// Server CPU (user + system) per GiB written; for a baseline, the CPU
+    /// of the process that writes (see `Bench::baseline`).
     pub server_cpu_s_per_gib: Option<f64>,
+    /// Minor page faults of the same process per GiB written: pages it
+    /// touched for the first time, each a trap (and on a VM, possibly the
+    /// host backing the page again).
+    pub server_minor_faults_per_gib: Option<f64>,
 }
 
 impl Run {

@@ -476,7 +476,16 @@ impl Bench {
         label: &str,
     ) -> BenchResult<Run> {
         let bar = self.bar(label, w.total());
-        let baseline = match (scheme, flink) {
+        // The CPU of the process that writes: the sink behind the transport
+        // ceiling, or this one for the writes it does itself (std::fs,
+        // object_store, hdfs-native); Flink's JVM is not measured.
+        let writer = match (scheme, flink) {
+            (_, Some(_)) | ("gs", _) => None,
+            ("memory", _) => Some(self.sink.pid()),
+            _ => Some(std::process::id()),
+        };
+        let before = writer.map(proc_stats);
+        let mut baseline = match (scheme, flink) {
             ("file", Some(dir)) => {
                 let at = self.dir.path().join("flink");
                 std::fs::create_dir_all(&at)?;
@@ -542,6 +551,13 @@ impl Bench {
             }
         };
         bar.finish_and_clear();
+        if let (Some(pid), Some(before)) = (writer, before) {
+            let after = proc_stats(pid);
+            let gib = w.total() as f64 / GIB as f64;
+            baseline.server_cpu_s_per_gib = Some((after.cpu_s - before.cpu_s) / gib);
+            baseline.server_minor_faults_per_gib =
+                Some((after.minor_faults - before.minor_faults) as f64 / gib);
+        }
         Ok(baseline)
     }
 

@@ -10,7 +10,7 @@ pub fn table(report: &Report) -> String {
         report.machine, report.runs
     );
     out += &format!(
-        "{:<34} {:>10} {:<22} {:>10} {:>7}  {:<9} {:>24} {:>24} {:>10} {:>9}\n",
+        "{:<34} {:>10} {:<22} {:>10} {:>7}  {:<9} {:>24} {:>24} {:>10} {:>11}\n",
         "scenario",
         "sluice",
         "baseline",
@@ -37,13 +37,17 @@ pub fn table(report: &Report) -> String {
             .iter()
             .filter_map(|r| r.server_peak_rss_above_start_mib)
             .collect();
-        let mut cpu: Vec<f64> = s
-            .sluice
-            .iter()
-            .filter_map(|r| r.server_cpu_s_per_gib)
-            .collect();
+        // The server's CPU, and that of the baseline's writing process.
+        let cpu = |runs: &[Run]| {
+            let mut cpu: Vec<f64> = runs.iter().filter_map(|r| r.server_cpu_s_per_gib).collect();
+            if cpu.is_empty() {
+                "-".to_string()
+            } else {
+                format!("{:.2}", median(&mut cpu))
+            }
+        };
         out += &format!(
-            "{:<34} {:>7.1} MB/s {:<22} {:>7.1} MB/s {:>6.3}  {:<9} {:>24} {:>24} {:>10.1} {:>9.2}\n",
+            "{:<34} {:>7.1} MB/s {:<22} {:>7.1} MB/s {:>6.3}  {:<9} {:>24} {:>24} {:>10.1} {:>11}\n",
             s.name,
             s.sluice_median_mib_per_s,
             s.baseline_name,
@@ -53,7 +57,7 @@ pub fn table(report: &Report) -> String {
             lat(&best.and_then(|r| r.persist.clone())),
             lat(&best.and_then(|r| r.commit.clone())),
             median(&mut rss),
-            median(&mut cpu),
+            format!("{}/{}", cpu(&s.sluice), cpu(&s.baseline)),
         );
     }
     if !report.concurrency.is_empty() {
