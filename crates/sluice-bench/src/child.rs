@@ -87,6 +87,17 @@ impl Drop for Child {
     }
 }
 
+impl ProcStats {
+    /// Sets `run`'s CPU and page faults per GiB from this process's figures
+    /// before and after it wrote `bytes`.
+    pub fn record_since(&self, before: &ProcStats, bytes: u64, run: &mut Run) {
+        let gib = bytes as f64 / GIB as f64;
+        run.server_cpu_s_per_gib = Some((self.cpu_s - before.cpu_s) / gib);
+        run.server_minor_faults_per_gib =
+            Some(self.minor_faults.saturating_sub(before.minor_faults) as f64 / gib);
+    }
+}
+
 pub fn proc_stats(pid: u32) -> ProcStats {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| -> u64 {

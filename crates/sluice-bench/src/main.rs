@@ -552,11 +552,7 @@ impl Bench {
         };
         bar.finish_and_clear();
         if let (Some(pid), Some(before)) = (writer, before) {
-            let after = proc_stats(pid);
-            let gib = w.total() as f64 / GIB as f64;
-            baseline.server_cpu_s_per_gib = Some((after.cpu_s - before.cpu_s) / gib);
-            baseline.server_minor_faults_per_gib =
-                Some((after.minor_faults - before.minor_faults) as f64 / gib);
+            proc_stats(pid).record_since(&before, w.total(), &mut baseline);
         }
         Ok(baseline)
     }

@@ -341,9 +341,7 @@ pub async fn measured_sluice(
     run.server_peak_rss_mib = Some(after.peak_rss_kib as f64 / 1024.0);
     run.server_peak_rss_above_start_mib =
         Some(after.peak_rss_kib.saturating_sub(before.rss_kib) as f64 / 1024.0);
-    let gib = w.total() as f64 / GIB as f64;
-    run.server_cpu_s_per_gib = Some((after.cpu_s - before.cpu_s) / gib);
-    run.server_minor_faults_per_gib = Some((after.minor_faults - before.minor_faults) as f64 / gib);
+    after.record_since(&before, w.total(), &mut run);
     delete_all(server.addr, &paths).await?;
     Ok(run)
 }
