@@ -176,12 +176,7 @@ class FileSinkJobTest {
     } finally {
       // Killed, not closed: the cleaner below starts on its data dir.
       gateway.kill();
-      try (var marks = Files.list(markers)) {
-        for (Path mark : marks.toList()) {
-          Files.delete(mark);
-        }
-      }
-      Files.delete(markers);
+      TestGateway.deleteTree(markers);
     }
 
     // The janitor (1 s TTL) removes what the killed sessions left behind.

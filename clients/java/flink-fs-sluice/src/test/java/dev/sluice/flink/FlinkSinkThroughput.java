@@ -92,7 +92,7 @@ public final class FlinkSinkThroughput {
       }
     } finally {
       FileSystem.initialize(new Configuration());
-      delete(work);
+      TestGateway.deleteTree(work);
     }
     return out;
   }
@@ -124,7 +124,7 @@ public final class FlinkSinkThroughput {
           writer + " committed " + bytes + " bytes in " + dir + ", not " + records * LINE);
     }
     Run run = new Run(writer, bytes, result.getNetRuntime(TimeUnit.MILLISECONDS));
-    delete(dir);
+    TestGateway.deleteTree(dir);
     return run;
   }
 
@@ -157,17 +157,6 @@ public final class FlinkSinkThroughput {
                 }
               })
           .sum();
-    }
-  }
-
-  private static void delete(Path dir) throws IOException {
-    if (!Files.exists(dir)) {
-      return;
-    }
-    try (Stream<Path> paths = Files.walk(dir)) {
-      for (Path p : paths.sorted(java.util.Comparator.reverseOrder()).toList()) {
-        Files.delete(p);
-      }
     }
   }
 

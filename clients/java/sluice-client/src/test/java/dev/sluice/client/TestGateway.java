@@ -110,9 +110,17 @@ public final class TestGateway implements AutoCloseable {
   @Override
   public void close() throws InterruptedException, IOException {
     kill();
+    deleteTree(dir);
+  }
+
+  /** Removes {@code dir} and everything under it, if it exists. */
+  public static void deleteTree(Path dir) throws IOException {
+    if (!Files.exists(dir)) {
+      return;
+    }
     try (var paths = Files.walk(dir)) {
       for (Path path : paths.sorted(java.util.Comparator.reverseOrder()).toList()) {
-        Files.deleteIfExists(path);
+        Files.delete(path);
       }
     }
   }
